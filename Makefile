@@ -1,0 +1,48 @@
+# LLM Lab: `make book` sets everything up and builds the site; `make test` runs every test.
+# Both start from nothing: a project-local virtual environment, pinned versions, offline assets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.llmlab-installed
+# No code path may reach a model or dataset hub: without these, every accidental hub
+# lookup retries for ~23 s before failing.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup assets book lab test lint labs clean
+
+setup: $(STAMP) assets
+
+# torch goes first and pinned: a range would pull several GB of CUDA wheels.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "LLM Lab needs Python >= 3.11, found " + sys.version'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt "torch==2.13.0"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[course,dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (LLM Lab)" >/dev/null
+	touch $@
+
+assets: $(STAMP)
+	$(BIN)/llmlab assets fetch --all
+
+labs: $(STAMP)
+	$(BIN)/llmlab labs build
+
+book: setup
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
+
+lab: setup
+	$(BIN)/jupyter lab labs/
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf _build .pytest_cache

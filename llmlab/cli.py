@@ -1,0 +1,128 @@
+"""The ``llmlab`` command: ``llmlab assets list|fetch|verify|path``, ``llmlab labs build|check``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _assets_list(args: argparse.Namespace) -> int:
+    from llmlab import assets
+
+    print(f"cache: {assets.home()}")
+    for row in assets.status():
+        mark = "cached" if row["cached"] else "missing"
+        print(f"  {row['name']:<18} {mark:<8} {row['size_mb']:>7.1f} MB  {row['source']}"
+              f"  [{row['license']}]")
+        print(f"  {'':<18} {row['description']}")
+    return 0
+
+
+def _selected(args: argparse.Namespace) -> list[str]:
+    from llmlab import assets
+
+    if args.all:
+        return assets.names()
+    if not args.names:
+        raise SystemExit("name one or more assets, or pass --all (see `llmlab assets list`)")
+    return [assets.get(name).name for name in args.names]  # unknown names fail before any work
+
+
+def _assets_fetch(args: argparse.Namespace) -> int:
+    from llmlab import assets
+
+    for name in _selected(args):
+        print(f"fetching {name} ...", flush=True)
+        assets.fetch(name, force=args.force)
+        folder = assets.verify(name)
+        print(f"  ok: {folder}")
+    return 0
+
+
+def _assets_verify(args: argparse.Namespace) -> int:
+    from llmlab import assets
+
+    failures = 0
+    for name in _selected(args):
+        try:
+            assets.verify(name, full=True)
+            print(f"  ok       {name}")
+        except assets.AssetError as error:
+            failures += 1
+            print(f"  FAILED   {name}: {error}")
+    return 1 if failures else 0
+
+
+def _assets_path(args: argparse.Namespace) -> int:
+    from llmlab import assets
+
+    print(assets.path(args.name, fetch_missing=False))
+    return 0
+
+
+def _labs_build(args: argparse.Namespace) -> int:
+    from llmlab import labs
+
+    for written in labs.build_labs(Path(args.solutions), Path(args.labs)):
+        print(f"  wrote {written}")
+    return 0
+
+
+def _labs_check(args: argparse.Namespace) -> int:
+    from llmlab import labs
+
+    stale = labs.stale_labs(Path(args.solutions), Path(args.labs))
+    for problem in stale:
+        print(f"  out of date: {problem}")
+    if stale:
+        print("run `llmlab labs build` to regenerate labs/ from solutions/")
+        return 1
+    print("labs/ is up to date with solutions/")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmlab", description="LLM Lab course tools")
+    groups = parser.add_subparsers(dest="group", required=True)
+
+    assets_cmd = groups.add_parser("assets", help="list, fetch and verify offline assets")
+    actions = assets_cmd.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="every asset, its source and whether it is cached"
+                       ).set_defaults(run=_assets_list)
+    for action, run, text in (("fetch", _assets_fetch, "download, verify and unpack"),
+                              ("verify", _assets_verify, "check cached files against checksums")):
+        sub = actions.add_parser(action, help=text)
+        sub.add_argument("names", nargs="*")
+        sub.add_argument("--all", action="store_true", help="every registered asset")
+        if action == "fetch":
+            sub.add_argument("--force", action="store_true", help="rebuild from the archive")
+        sub.set_defaults(run=run)
+    where = actions.add_parser("path", help="print the folder of a cached asset")
+    where.add_argument("name")
+    where.set_defaults(run=_assets_path)
+
+    labs_cmd = groups.add_parser("labs", help="generate labs/ from solutions/")
+    lab_actions = labs_cmd.add_subparsers(dest="action", required=True)
+    for action, run, text in (("build", _labs_build, "regenerate every lab"),
+                              ("check", _labs_check, "fail if labs/ is out of date")):
+        sub = lab_actions.add_parser(action, help=text)
+        sub.add_argument("--solutions", default="solutions")
+        sub.add_argument("--labs", default="labs")
+        sub.set_defaults(run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from llmlab.assets import AssetError
+
+    try:
+        return args.run(args)
+    except AssetError as error:
+        print(f"llmlab: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

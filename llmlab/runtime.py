@@ -1,0 +1,69 @@
+"""Where code runs and how it is made repeatable: device choice, seeds, versions."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import random
+
+import numpy as np
+import torch
+
+#: Packages whose versions a notebook prints in its first cell.
+REPORTED_PACKAGES = ("llmlab", "torch", "transformers", "tokenizers", "numpy")
+
+
+def device(prefer: str | None = None) -> torch.device:
+    """The best available device: CUDA, then Apple's MPS, then the CPU.
+
+    ``prefer`` (or the ``LLMLAB_DEVICE`` environment variable) forces one, e.g. ``"cpu"``
+    to compare with a GPU run.
+
+    >>> device("cpu")
+    device(type='cpu')
+    """
+    choice = prefer or os.environ.get("LLMLAB_DEVICE")
+    if choice:
+        dev = torch.device(choice)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {choice!r} was asked for, but CUDA is not available here")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python, NumPy and torch (all devices) so a run repeats exactly.
+
+    >>> seed_everything(0); a = torch.rand(1); seed_everything(0); bool(a == torch.rand(1))
+    True
+    """
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def versions(packages: tuple[str, ...] = REPORTED_PACKAGES) -> dict[str, str]:
+    """Installed versions of ``packages`` (``"not installed"`` where missing), plus Python."""
+    found = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def setup(seed: int = 0, packages: tuple[str, ...] = REPORTED_PACKAGES) -> torch.device:
+    """A notebook's first call: seed everything, print versions and the device, return it."""
+    seed_everything(seed)
+    dev = device()
+    shown = ", ".join(f"{name} {ver}" for name, ver in versions(packages).items())
+    print(f"{shown} | device: {dev} | seed: {seed}")
+    return dev

@@ -1,0 +1,102 @@
+"""The notebook contract: how every course notebook starts, and that the book builds.
+
+nbval (see conftest.py and pyproject's addopts) executes the notebooks themselves; these
+tests check what execution cannot: committed state, the shared setup cell, the site build.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted(p.relative_to(ROOT).as_posix() for folder in ("book", "labs", "solutions")
+                   for p in (ROOT / folder).glob("*.ipynb"))
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+
+
+def setup_cell() -> str:
+    """The first cell every notebook starts with (the repository URL comes from _config.yml)."""
+    url = CONFIG["repository"]["url"]
+    return f'''# Setup: in Colab, install the course package first; locally `make setup` already did.  # noqa: E501
+import sys
+
+if "google.colab" in sys.modules:
+    !pip install -q "llmlab[course] @ git+{url}"
+
+import llmlab
+
+DEVICE = llmlab.setup(seed=0)'''
+
+
+def test_every_chapter_has_a_page_a_solution_and_a_lab():
+    names = {folder: {p.stem for p in (ROOT / folder).glob("*.ipynb")}
+             for folder in ("labs", "solutions")}
+    pages = {p.stem for p in (ROOT / "book").glob("[0-9][0-9]_*.ipynb")}
+    assert pages, "no chapter pages"
+    assert names["solutions"] == names["labs"] == pages
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS)
+def test_notebook_is_committed_clean_and_starts_with_the_setup_cell(path):
+    nb = nbformat.read(ROOT / path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), (
+        f"{path} has outputs: notebooks are committed without them")
+    assert nb.cells[0].cell_type == "code" and nb.cells[0].source == setup_cell()
+
+
+@pytest.mark.parametrize("path", [n for n in NOTEBOOKS if not n.startswith("labs/")])
+def test_notebook_closes_with_a_summary(path):
+    nb = nbformat.read(ROOT / path, as_version=4)
+    headings = [line for c in nb.cells if c.cell_type == "markdown"
+                for line in c.source.splitlines() if line.startswith("#")]
+    assert any(word in h.lower() for h in headings for word in ("summary", "takeaways"))
+
+
+def shell_lines_as_calls(cell: str) -> str:
+    """IPython's `!command` lines rewritten as `commands.append("command")`."""
+    lines = []
+    for line in cell.splitlines():
+        stripped = line.lstrip()
+        if stripped.startswith("!"):
+            line = f"{line[: len(line) - len(stripped)]}commands.append({stripped[1:]!r})"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def test_setup_cell_does_nothing_locally_and_installs_in_colab(monkeypatch, capsys):
+    program = shell_lines_as_calls(setup_cell())
+    commands: list[str] = []
+    exec(program, {"commands": commands})
+    assert commands == []
+    assert "torch" in capsys.readouterr().out  # the versions line
+    monkeypatch.setitem(sys.modules, "google.colab", object())
+    exec(program, {"commands": commands})
+    assert commands == [f'pip install -q "llmlab[course] @ git+{CONFIG["repository"]["url"]}"']
+
+
+def test_book_builds_with_warnings_as_errors(tmp_path):
+    """Jupyter Book 1 builds the whole site, executing every page, with -W."""
+    site = tmp_path / "site"
+    ignore = shutil.ignore_patterns(".venv", "_build", ".git", "*.egg-info", "__pycache__",
+                                    ".pytest_cache", ".ruff_cache", ".hypothesis")
+    shutil.copytree(ROOT, site, ignore=ignore)
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    result = subprocess.run(
+        [str(jupyter_book), "build", str(site), "--warningiserror", "--keep-going"],
+        capture_output=True, text=True, timeout=1800, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    for page in ("book/intro.html", "book/01_architecture.html"):
+        assert (site / "_build" / "html" / page).is_file(), f"{page} was not built"
+    html = (site / "_build" / "html" / "book" / "01_architecture.html").read_text()
+    assert "Traceback" not in html

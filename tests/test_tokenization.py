@@ -1,0 +1,480 @@
+"""Tests for llmlab.tokenization: byte-level BPE from scratch, checked against the
+naive trainer, GPT-2's tokenizer in transformers, and Hugging Face tokenizers."""
+
+from __future__ import annotations
+
+import doctest
+import itertools
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import llmlab.tokenization as tokenization
+from llmlab.tokenization import (
+    Tokenizer,
+    bytes_to_unicode,
+    count_pretokens,
+    count_pretokens_in_file,
+    find_chunk_boundaries,
+    get_pair_counts,
+    initial_vocab,
+    learn_merges,
+    learn_merges_naive,
+    merge_pair,
+    pretokenize,
+    split_on_special_tokens,
+    to_hf_tokenizer,
+    train_bpe,
+    train_bpe_naive,
+)
+
+EOT = "<|endoftext|>"
+
+WORDS = (  # noqa: SIM905
+    "the of and to a in is that it was for on are with as his they be at one have this from "
+    "or had by word but what some we can out other were all there when up use your how said "
+    "an each she which do their time if will way about many then them write would like so "
+    "these her long make thing see him two has look more day could go come did number sound "
+    "no most people my over know water than call first who may down side been now find any "
+    "new work part take get place made live where after back little only round man year came"
+).split()
+
+# Strings the GPT-2 comparison runs on: prose, code, other scripts, emoji, whitespace.
+GPT2_CASES = [
+    "",
+    "Hello world",
+    " Hello world",
+    "The quick brown fox jumps over the lazy dog. It was the best of times!",
+    "def f(x):\n    return x ** 2  # square\n\n\nclass A:\n\tpass\n",
+    "for (int i = 0; i < n; ++i) { s += a[i]; }  // C-style",
+    "Größere Bäume wachsen über Flüsse; Straße, Maß, Öl und Ärger.",
+    "机器学习是人工智能的一个分支。我们今天学习分词。",
+    "emoji 😀🎉 family 👩‍👩‍👧‍👦 rainbow flag 🏳️‍🌈 thumbs 👍🏽 keycap 1️⃣",
+    "a   b    c\t\td\n\n\ne  ",
+    "trailing spaces   ",
+    "trailing newlines\n\n",
+    "   leading spaces",
+    "\t\ttabs\t",
+    "windows\r\nline\r\nendings\r\n",
+    "Numbers: 3.14159, 1,000,000 and 2024-11-23 or 0x1F; 12345678901234567890",
+    "I'll they've we're can't she'd it's HE'S you'D o'clock ''quoted''",
+    "before<|endoftext|>after",
+    "end of doc.<|endoftext|><|endoftext|>\n\nnext doc",
+    "<|endoftext|>",
+    "mixed: naïve café — “quotes” … ½ ∑ αβγ Привет мир עברית العربية",
+    "\u00a0non-breaking\u00a0spaces\u2003em space\u3000ideographic",
+]
+
+
+def pseudo_word(rng: random.Random) -> str:
+    """A made-up word of 1-4 syllables, so the text has many distinct pre-tokens."""
+    onsets = ["", "b", "c", "d", "f", "g", "h", "l", "m", "n", "p", "r", "s", "t", "st", "th"]
+    vowels = ["a", "e", "i", "o", "u", "ea", "ou", "ai"]
+    codas = ["", "", "n", "r", "s", "t", "ng", "ck"]
+    syllables = rng.randint(1, 4)
+    return "".join(
+        rng.choice(onsets) + rng.choice(vowels) + rng.choice(codas) for _ in range(syllables)
+    )
+
+
+def english_text(n_chars: int, seed: int = 0) -> str:
+    """Seeded pseudo-English: sentences of common and made-up words, punctuation, numbers."""
+    rng = random.Random(seed)
+    parts: list[str] = []
+    size = 0
+    while size < n_chars:
+        words = [
+            rng.choice(WORDS) if rng.random() < 0.7 else pseudo_word(rng)
+            for _ in range(rng.randint(4, 14))
+        ]
+        if rng.random() < 0.2:
+            words.insert(rng.randrange(len(words)), str(rng.randint(0, 2000)))
+        sentence = " ".join(words).capitalize() + rng.choice([". ", "! ", "? ", ".\n", ",\n\n"])
+        parts.append(sentence)
+        size += len(sentence)
+    return "".join(parts)[:n_chars]
+
+
+def write(tmp_path: Path, text: str, name: str = "corpus.txt") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode("utf-8"))
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir() -> Path:
+    """Directory holding GPT-2's encoder.json and vocab.bpe."""
+    from llmlab import assets
+
+    return assets.path("gpt2-bpe")
+
+
+@pytest.fixture(scope="session")
+def gpt2(gpt2_dir: Path) -> Tokenizer:
+    return Tokenizer.gpt2(gpt2_dir)
+
+
+@pytest.fixture(scope="session")
+def hf_gpt2(gpt2_dir: Path):
+    from transformers import GPT2TokenizerFast
+
+    # transformers 5 ignores vocab_file=/merges_file= (empty vocab, no error): pass the
+    # paths as vocab=/merges=, and check the vocab really loaded.
+    hf = GPT2TokenizerFast(vocab=str(gpt2_dir / "encoder.json"), merges=str(gpt2_dir / "vocab.bpe"))
+    assert len(hf) == 50257
+    return hf
+
+
+SMALL_SPECIALS = [EOT, EOT + EOT, "<pad>"]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Tokenizer:
+    """A tokenizer trained on a small English text with special tokens."""
+    text = english_text(20_000, seed=1) + EOT + "Größe 😀 naïve " + EOT + english_text(5_000)
+    path = write(tmp_path_factory.mktemp("small"), text)
+    vocab, merges = train_bpe(path, 600, SMALL_SPECIALS)
+    return Tokenizer(vocab, merges, SMALL_SPECIALS)
+
+
+# --------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(tokenization, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 20
+    assert result.failed == 0
+
+
+def test_pretokenize_covers_text_and_drops_special_tokens():
+    text = "Hi there,  it's 42!\n\n<|endoftext|>Next"
+    pieces = pretokenize(text, [EOT])
+    assert pieces == ["Hi", " there", ",", " ", " it", "'s", " 42", "!", "\n\n", "Next"]
+    assert "".join(pieces) == text.replace(EOT, "")
+    assert "".join(pretokenize(text)) == text  # without special tokens nothing is lost
+
+
+def test_split_on_special_tokens_prefers_longest():
+    text = f"a{EOT}{EOT}b{EOT}c"
+    assert split_on_special_tokens(text, [EOT, EOT + EOT], keep=True) == [
+        "a",
+        EOT + EOT,
+        "b",
+        EOT,
+        "c",
+    ]
+    assert split_on_special_tokens(text, [EOT]) == ["a", "b", "c"]
+    assert split_on_special_tokens("abc", None) == ["abc"]
+
+
+def test_pair_counts_and_merge_pair_edge_cases():
+    assert get_pair_counts([]) == {}
+    assert get_pair_counts([7]) == {}
+    assert get_pair_counts([1, 1, 1]) == {(1, 1): 2}
+    assert merge_pair([1, 1, 1, 1], (1, 1), 9) == [9, 9]
+    assert merge_pair([1, 1, 1], (1, 1), 9) == [9, 1]
+    assert merge_pair([], (1, 2), 9) == []
+    assert merge_pair([2, 1], (1, 2), 9) == [2, 1]
+
+
+def test_count_pretokens_weights():
+    counts = count_pretokens(f"the the the{EOT}the", [EOT])
+    assert counts == Counter({b" the": 2, b"the": 2})
+
+
+def test_bytes_to_unicode_is_a_printable_bijection():
+    table = bytes_to_unicode()
+    assert sorted(table) == list(range(256))
+    assert len(set(table.values())) == 256
+    assert all(ch.isprintable() and not ch.isspace() for ch in table.values())
+    assert table[ord("A")] == "A" and table[ord(" ")] == "Ġ"
+
+
+@given(st.lists(st.binary(max_size=6), min_size=2, max_size=10))
+@settings(max_examples=200, deadline=None)
+def test_descending_key_reverses_byte_order(pieces):
+    by_key = sorted(pieces, key=tokenization._descending)
+    assert by_key == sorted(pieces, reverse=True)
+
+
+# --------------------------------------------------------------------------------------
+# Training: fast == naive, tie-breaking, special tokens, layout, errors
+# --------------------------------------------------------------------------------------
+
+TRAIN_CASES = {
+    "english": (english_text(8_000, seed=3), [EOT]),
+    "ties": ("ab ab cd cd ef ef ba ba xy yx", []),
+    "prefix_ties": ("abab abab abc abc bcbc bcbc", []),
+    "repeats": ("aaaaaaa aaaa aaa aa a bbbb bbbb " * 3, []),
+    "specials": (f"low lower{EOT}newest<pad>newest{EOT}{EOT}widest" * 5, [EOT, "<pad>"]),
+    "unicode": ("Größe größer 机器学习机器 😀😀 👩‍👩‍👧 " * 4, ["<s>"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_CASES))
+def test_fast_trainer_equals_naive(tmp_path, name):
+    text, specials = TRAIN_CASES[name]
+    path = write(tmp_path, text)
+    vocab_size = 256 + len(specials) + 120
+    fast = train_bpe(path, vocab_size, specials)
+    naive = train_bpe_naive(path, vocab_size, specials)
+    assert fast == naive
+
+
+@given(
+    st.dictionaries(
+        st.binary(min_size=1, max_size=8).map(lambda b: bytes(97 + x % 4 for x in b)),
+        st.integers(1, 6),
+        min_size=1,
+        max_size=12,
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_learn_merges_equals_naive_on_random_counts(word_counts):
+    fast_vocab, naive_vocab = initial_vocab(), initial_vocab()
+    fast = learn_merges(word_counts, fast_vocab, 30)
+    naive = learn_merges_naive(word_counts, naive_vocab, 30)
+    assert fast == naive
+    assert fast_vocab == naive_vocab
+
+
+def test_ties_go_to_the_lexicographically_greater_pair():
+    vocab = initial_vocab()
+    # (a,b), (b,a), (c,d) all occur twice: (c,d) is the greatest, then (b,a), then (a,b).
+    merges = learn_merges({b"ab": 2, b"ba": 2, b"cd": 2}, vocab, 3)
+    assert merges == [(b"c", b"d"), (b"b", b"a"), (b"a", b"b")]
+    # After "bc" exists, ("a", "bc") and ("a", "b") tie at 2; b"bc" > b"b" wins.
+    vocab = initial_vocab()
+    merges = learn_merges({b"bc": 5, b"abc": 2, b"ab": 2}, vocab, 2)
+    assert merges == [(b"b", b"c"), (b"a", b"bc")]
+
+
+def test_merges_stay_inside_pretokens_and_never_cross_special_tokens(tmp_path):
+    text = f"x{EOT}y " * 300 + "ab cd ab cd. " * 200
+    path = write(tmp_path, text)
+    vocab, merges = train_bpe(path, 256 + 1 + 50, [EOT])
+    pretokens = {p.encode() for p in pretokenize(text, [EOT])}
+    for left, right in merges:
+        token = left + right
+        assert not any(ch in token for ch in b"<|>"), token  # special token never seen
+        assert any(token in p for p in pretokens), token  # within one pre-token
+    assert (b"y", b" ") not in merges and (b"x", b"<") not in merges
+
+
+def test_vocab_layout(tmp_path):
+    specials = [EOT, "<pad>"]
+    path = write(tmp_path, english_text(5_000, seed=4))
+    vocab, merges = train_bpe(path, 400, specials)
+    assert len(vocab) == 400 and len(merges) == 400 - 258
+    assert [vocab[i] for i in range(256)] == [bytes([i]) for i in range(256)]
+    assert vocab[256] == EOT.encode() and vocab[257] == b"<pad>"
+    for k, (left, right) in enumerate(merges):
+        assert vocab[258 + k] == left + right
+
+
+def test_training_stops_when_no_pairs_are_left(tmp_path):
+    vocab, merges = train_bpe(write(tmp_path, "ab ab"), 1000)
+    assert merges == [(b"a", b"b"), (b" ", b"ab")]
+    assert len(vocab) == 258
+
+
+def test_training_on_130kb_with_500_merges(tmp_path):
+    text = english_text(130_000, seed=5)
+    path = write(tmp_path, text)
+    vocab, merges = train_bpe(path, 256 + 1 + 500, [EOT])
+    assert len(merges) == 500 and len(vocab) == 757
+    assert (b" t", b"he") in merges or (b" th", b"e") in merges
+    tok = Tokenizer(vocab, merges, [EOT])
+    sample = text[:5_000]
+    assert tok.decode(tok.encode(sample)) == sample
+    assert len(tok.encode(sample)) < len(sample.encode()) / 2.5  # merges compress
+
+
+def test_multiprocess_pretoken_counts_equal_single_process(tmp_path):
+    docs = [english_text(3_000, seed=s) + ("Größe 😀\n" if s % 2 else "") for s in range(12)]
+    text = EOT.join(docs) + EOT + EOT + "tail"
+    path = write(tmp_path, text)
+    specials = [EOT, EOT + EOT]
+    one = count_pretokens_in_file(path, specials, num_processes=1)
+    two = count_pretokens_in_file(path, specials, num_processes=2)
+    assert one == two == count_pretokens(text, specials)
+    assert train_bpe(path, 400, specials, num_processes=2) == train_bpe(
+        path, 400, specials, num_processes=1
+    )
+
+
+def test_chunk_boundaries_sit_on_special_tokens(tmp_path):
+    text = EOT.join(english_text(1_000, seed=s) for s in range(10))
+    path = write(tmp_path, text)
+    data = path.read_bytes()
+    cuts = find_chunk_boundaries(path, 4, EOT.encode())
+    assert cuts[0] == 0 and cuts[-1] == len(data) and cuts == sorted(set(cuts))
+    assert all(data[c:].startswith(EOT.encode()) for c in cuts[1:-1])
+    assert len(cuts) > 2
+
+
+def test_unsafe_split_tokens_are_not_used():
+    safe = tokenization._safe_split_token
+    assert safe([EOT, EOT + EOT]) == EOT
+    assert safe(["<a>", "x<a>y"]) == "x<a>y"  # a cut at "<a>" would break "x<a>y"
+    assert safe(["aXa"]) is None  # overlaps itself
+    assert safe(["ab<", "<|eot|>"]) == "ab<"  # "<|eot|>" is unsafe, "ab<" is fine
+
+
+def test_training_errors(tmp_path):
+    path = write(tmp_path, "some text")
+    with pytest.raises(ValueError, match=r"at least 258 \(256 byte tokens \+ 2 special.*got 257"):
+        train_bpe(path, 257, [EOT, "<pad>"])
+    with pytest.raises(ValueError, match="at least 256.*got 10"):
+        train_bpe_naive(path, 10)
+    with pytest.raises(FileNotFoundError, match="training file not found: .*missing.txt"):
+        train_bpe(tmp_path / "missing.txt", 300)
+    with pytest.raises(ValueError, match="non-empty strings"):
+        train_bpe(path, 300, [""])
+
+
+# --------------------------------------------------------------------------------------
+# Tokenizer
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", GPT2_CASES)
+def test_gpt2_ids_match_transformers(gpt2, hf_gpt2, text):
+    ids = gpt2.encode(text)
+    assert ids == hf_gpt2(text)["input_ids"]
+    assert gpt2.decode(ids) == text
+
+
+def test_gpt2_known_ids(gpt2):
+    assert gpt2.vocab_size == 50257 and len(gpt2.merges) == 50000
+    assert gpt2.encode("Hello world") == [15496, 995]
+    assert gpt2.encode(EOT) == [50256]
+    assert gpt2.decode([15496, 995, 50256]) == "Hello world" + EOT
+
+
+def test_gpt2_default_location_is_the_asset():
+    assert Tokenizer.gpt2().encode("Hello world") == [15496, 995]
+
+
+def test_hf_tokenizer_from_our_files_matches(gpt2):
+    hf = to_hf_tokenizer(gpt2.vocab, gpt2.merges, [EOT])
+    for text in GPT2_CASES:
+        assert hf.encode(text).ids == gpt2.encode(text), text
+
+
+def test_hf_tokenizer_from_trained_vocab_matches(small):
+    hf = to_hf_tokenizer(small.vocab, small.merges, small.special_tokens)
+    texts = [*GPT2_CASES, english_text(3_000, seed=9), f"x{EOT}{EOT}y<pad>{EOT}z"]
+    for text in texts:
+        assert hf.encode(text).ids == small.encode(text), text
+        assert hf.decode(small.encode(text), skip_special_tokens=False) == text
+
+
+def test_overlapping_special_tokens_prefer_longest(small):
+    single, double, pad = (small.special_ids[t] for t in SMALL_SPECIALS)
+    assert small.encode(EOT + EOT) == [double]
+    assert small.encode(EOT * 3) == [double, single]
+    assert small.encode(f"a{EOT}b<pad>") == [ord("a"), single, ord("b"), pad]
+    assert single not in small.encode("<|endoftext")
+
+
+def test_special_token_missing_from_vocab_gets_a_new_id():
+    tok = Tokenizer(initial_vocab(), [], ["<new>"])
+    assert tok.special_ids == {"<new>": 256}
+    assert tok.encode("a<new>") == [97, 256] and tok.decode([97, 256]) == "a<new>"
+
+
+def test_decode_invalid_utf8_and_unknown_ids(gpt2):
+    assert gpt2.decode([]) == ""
+    assert gpt2.decode([gpt2.byte_ids[0xE4]]) == "\ufffd"  # lone lead byte of a 3-byte char
+    assert gpt2.decode([gpt2.byte_ids[0xFF], 15496]) == "\ufffdHello"
+    with pytest.raises(ValueError, match=r"ids \[50257, -1\] are not in the vocabulary"):
+        gpt2.decode([15496, 50257, -1])
+
+
+def test_decode_accepts_tensors(gpt2):
+    torch = pytest.importorskip("torch")
+    assert gpt2.decode(torch.tensor([15496, 995])) == "Hello world"
+
+
+def test_tokenizer_input_errors(tmp_path):
+    vocab = initial_vocab()
+    del vocab[7]
+    with pytest.raises(ValueError, match=r"all 256 single bytes; missing \[7\]"):
+        Tokenizer(vocab, [])
+    with pytest.raises(ValueError, match="merge 0 .* is not in the vocab"):
+        Tokenizer(initial_vocab(), [(b"a", b"b")])
+    bad = write(tmp_path, "#version: 0.2\na b\nc d e\n", "vocab.bpe")
+    encoder = write(tmp_path, '{"a": 0}', "encoder.json")
+    with pytest.raises(ValueError, match=r"vocab.bpe:3: expected two tokens"):
+        Tokenizer.from_files(encoder, bad)
+    with pytest.raises(FileNotFoundError, match="tokenizer file not found"):
+        Tokenizer.from_files(tmp_path / "nope.json", bad)
+
+
+TRICKY = ["a", "b", " ", "  ", "\n", "\t", "'", "s", "ll", "1", "é", "😀", "<", "|", "<|", "|>"]
+
+
+def glued(extra: list[str], max_size: int = 30) -> st.SearchStrategy[str]:
+    """Short strings glued from pieces that stress pre-tokens and special tokens."""
+    return st.lists(st.sampled_from(TRICKY + extra), max_size=max_size).map("".join)
+
+
+text_strategy = st.text(max_size=200) | glued([EOT, "endoftext", "<pad>"])
+
+
+@given(text_strategy)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_roundtrip_gpt2(gpt2, text):
+    assert gpt2.decode(gpt2.encode(text)) == text
+
+
+@given(text_strategy)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_roundtrip_trained(small, text):
+    assert small.decode(small.encode(text)) == text
+
+
+@given(st.text(max_size=100))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_gpt2_matches_transformers_on_arbitrary_text(gpt2, hf_gpt2, text):
+    assert gpt2.encode(text) == hf_gpt2(text)["input_ids"]
+
+
+# --------------------------------------------------------------------------------------
+# Streaming
+# --------------------------------------------------------------------------------------
+
+
+def test_encode_iterable_on_a_file_read_line_by_line(gpt2, tmp_path):
+    text = "".join(GPT2_CASES) + english_text(20_000, seed=6) + "  \n\n  end   \n"
+    path = write(tmp_path, text)
+    expected = gpt2.encode(text)
+    for chunk_chars in (16, 1 << 16):
+        with open(path, encoding="utf-8", newline="") as f:
+            assert list(gpt2.encode_iterable(f, chunk_chars=chunk_chars)) == expected
+
+
+def test_encode_iterable_is_lazy(gpt2):
+    lines = itertools.cycle(["It's a line.  \n", "Another one<|endoftext|>\n"])  # endless
+    first = list(itertools.islice(gpt2.encode_iterable(lines, chunk_chars=256), 500))
+    assert len(first) == 500
+    assert first[:5] == gpt2.encode("It's a line.")
+
+
+@given(st.lists(glued([EOT, "endoftext", "<pad>", "<pa"], 8), max_size=12), st.integers(1, 40))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_encode_iterable_equals_encode_for_any_split(small, pieces, chunk_chars):
+    text = "".join(pieces)
+    assert list(small.encode_iterable(pieces, chunk_chars=chunk_chars)) == small.encode(text)
