@@ -25,7 +25,9 @@ CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 def setup_cell() -> str:
     """The first cell every notebook starts with (the repository URL comes from _config.yml)."""
     url = CONFIG["repository"]["url"]
-    return f'''# Setup: in Colab, install the course package first; locally `make setup` already did.  # noqa: E501
+    comment = ("# Setup: in Colab, install the course package first; "
+               "locally `make setup` already did.")
+    return comment + f'''
 import sys
 
 if "google.colab" in sys.modules:
