@@ -32,8 +32,10 @@ assets: $(STAMP)
 labs: $(STAMP)
 	$(BIN)/llmlab labs build
 
+# INSTRUCTOR=1 adds the solutions to the site (learners' builds leave them out).
+TOC := $(if $(INSTRUCTOR),_toc_instructor.yml,_toc.yml)
 book: setup
-	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	$(BIN)/jupyter-book build . --toc $(TOC) --warningiserror --keep-going
 
 lab: setup
 	$(BIN)/jupyter lab labs/

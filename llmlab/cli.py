@@ -1,9 +1,15 @@
-"""The ``llmlab`` command: ``llmlab assets list|fetch|verify|path``, ``llmlab labs build|check``."""
+"""The ``llmlab`` command.
+
+``llmlab assets list|fetch|verify|path|pack|install``, ``llmlab labs build|check``, and for
+running a workshop ``llmlab doctor`` and ``llmlab progress FOLDER``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 
@@ -61,6 +67,48 @@ def _assets_path(args: argparse.Namespace) -> int:
     return 0
 
 
+def _assets_pack(args: argparse.Namespace) -> int:
+    from llmlab import assets
+
+    index = assets.pack(Path(args.dir), args.names or None)
+    for entry in json.loads(index.read_text())["assets"]:
+        print(f"  packed {entry['name']:<18} {entry['archive']}")
+    print(f"wrote {index}; install elsewhere with `llmlab assets install --from {args.dir}`")
+    return 0
+
+
+def _assets_install(args: argparse.Namespace) -> int:
+    from llmlab import assets
+
+    for folder in assets.install(Path(args.source), args.names or None):
+        print(f"  ok: {folder}")
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from llmlab import workshop
+
+    rows = workshop.run_doctor()
+    if args.json:
+        print(json.dumps([asdict(row) for row in rows], indent=1))
+    else:
+        print(workshop.format_doctor(rows))
+    return workshop.doctor_exit_code(rows)
+
+
+def _progress(args: argparse.Namespace) -> int:
+    from llmlab import workshop
+
+    try:
+        report = workshop.progress(Path(args.folder), timeout=args.timeout, jobs=args.jobs)
+    except workshop.WorkshopError as error:
+        print(f"llmlab progress: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=1) if args.json
+          else workshop.format_progress(report))
+    return 0
+
+
 def _labs_build(args: argparse.Namespace) -> int:
     from llmlab import labs
 
@@ -101,6 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     where = actions.add_parser("path", help="print the folder of a cached asset")
     where.add_argument("name")
     where.set_defaults(run=_assets_path)
+    packer = actions.add_parser("pack", help="copy the verified archives into DIR, for "
+                                "machines with no network (default: every asset)")
+    packer.add_argument("dir")
+    packer.add_argument("names", nargs="*")
+    packer.set_defaults(run=_assets_pack)
+    installer = actions.add_parser("install", help="install assets from a pack, offline")
+    installer.add_argument("--from", dest="source", required=True, metavar="DIR")
+    installer.add_argument("names", nargs="*", help="only these (default: all in the pack)")
+    installer.set_defaults(run=_assets_install)
 
     labs_cmd = groups.add_parser("labs", help="generate labs/ from solutions/")
     lab_actions = labs_cmd.add_subparsers(dest="action", required=True)
@@ -110,6 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--solutions", default="solutions")
         sub.add_argument("--labs", default="labs")
         sub.set_defaults(run=run)
+
+    doctor = groups.add_parser("doctor", help="check this machine is ready for the course")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.set_defaults(run=_doctor)
+    room = groups.add_parser("progress", help="run a room's labs and tabulate every check")
+    room.add_argument("folder", help="folder holding the learners' lab notebooks")
+    room.add_argument("--json", action="store_true", help="machine-readable output")
+    room.add_argument("--timeout", type=float, default=600, metavar="S",
+                      help="seconds any one cell may run (default 600)")
+    room.add_argument("--jobs", type=int, default=1, metavar="N",
+                      help="notebooks run at once (default 1)")
+    room.set_defaults(run=_progress)
     return parser
 
 
