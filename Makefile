@@ -37,8 +37,9 @@ TOC := $(if $(INSTRUCTOR),_toc_instructor.yml,_toc.yml)
 book: setup
 	$(BIN)/jupyter-book build . --toc $(TOC) --warningiserror --keep-going
 
+# Jupyter refuses to run as root unless told; containers and CI often are root.
 lab: setup
-	$(BIN)/jupyter lab labs/
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) labs/
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
