@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmlab", description="LLM Lab course tools")
     groups = parser.add_subparsers(dest="group", required=True)
 
-    assets_cmd = groups.add_parser("assets", help="list, fetch and verify offline assets")
+    assets_cmd = groups.add_parser(
+        "assets", help="list, fetch, verify, pack and install offline assets")
     actions = assets_cmd.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="every asset, its source and whether it is cached"
                        ).set_defaults(run=_assets_list)

@@ -156,6 +156,9 @@ def check_asset(name: str) -> Diagnosis:
     except assets.AssetError:
         return Diagnosis(label, "FAIL", f"not in the cache ({assets.home()})",
                          f"llmlab assets fetch {name}")
+    except OSError as error:  # a cache on a read-only or unmounted disk
+        return Diagnosis(label, "FAIL", f"the cache cannot be read or written: {error}",
+                         "check the permissions of LLMLAB_HOME, or point it elsewhere")
     return Diagnosis(label, "OK", f"verified in {folder}")
 
 
@@ -281,7 +284,7 @@ class RoomReport:
         A room may hold several chapters' labs: an exercise counts only the notebooks that
         contain it (``total``).
         """
-        table = {}
+        table: dict[str, dict[str, int]] = {}
         for exercise in self.exercises:
             found = [lab.status_of(exercise) for lab in self.labs]
             counts = {status: found.count(status) for status in SHOWN}
@@ -294,7 +297,7 @@ class RoomReport:
                 "summary": self.summary()}
 
 
-def lab_notebooks(folder: Path) -> list[Path]:
+def room_notebooks(folder: Path) -> list[Path]:
     """The ``*.ipynb`` files of a room folder, or an error saying what is wrong with it."""
     if not folder.exists():
         raise WorkshopError(f"no such folder: {folder}")
@@ -346,10 +349,10 @@ def _cell_errors(notebook: nbformat.NotebookNode, timed_out: Sequence[int], time
     """
     errors = []
     for index, cell in enumerate(notebook.cells):
+        if index in timed_out:
+            errors.append(f"cell {index}: interrupted after running {timeout:g} s (--timeout)")
+            continue
         for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
-            if index in timed_out:
-                errors.append(f"cell {index}: interrupted after running {timeout:g} s (--timeout)")
-                break
             if output.get("output_type") == "error":
                 errors.append(_truncate(f"cell {index}: {output['ename']}: {output['evalue']}"))
     return errors[:limit] + ([f"... and {len(errors) - limit} more"] if len(errors) > limit else [])
@@ -467,12 +470,23 @@ def progress(folder: Path, timeout: float = 600, jobs: int = 1) -> RoomReport:
     """
     if jobs < 1 or timeout <= 0:
         raise WorkshopError(f"jobs must be >= 1 and timeout > 0, got {jobs} and {timeout}")
-    reports = asyncio.run(_report_all(lab_notebooks(folder), timeout, jobs))
+    reports = asyncio.run(_report_all(room_notebooks(folder), timeout, jobs))
     exercises = list(dict.fromkeys(r.exercise for report in reports for r in report.results))
     return RoomReport(str(folder), reports, exercises)
 
 
-def format_progress(report: RoomReport, width: int = 70) -> str:
+def _without_title(exercise: str, message: str) -> str:
+    """The check's message minus its leading exercise title, which the table already shows."""
+    from llmlab import checks
+
+    try:
+        title = checks.get_exercise(exercise).title
+    except KeyError:  # an exercise this llmlab does not know: keep the message whole
+        return message
+    return message.removeprefix(f"{title}: ")
+
+
+def format_progress(report: RoomReport, width: int = 90) -> str:
     """The room as text: per learner each exercise's status, then one line per exercise."""
     labs = report.labs
     others = [r for r in report.learners if r.state in ("not_a_lab", "unreadable")]
@@ -482,7 +496,8 @@ def format_progress(report: RoomReport, width: int = 70) -> str:
         stopped = " (stopped early)" if lab.state == "stopped" else ""
         lines.append(f"{lab.learner} ({lab.notebook}){stopped}")
         for result in lab.results:
-            message = _truncate(result.message, width) if result.status == "failed" else ""
+            message = (_truncate(_without_title(result.exercise, result.message), width)
+                       if result.status == "failed" else "")
             lines.append(f"  {result.exercise:<{name_width}}  {SHOWN[result.status]:<13}  "
                          f"{message}".rstrip())
         lines += [f"  note: {note}" for note in lab.notes]

@@ -5,33 +5,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import sys
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fakes import LocalWheel
 
 from llmlab import assets
 
 # --------------------------------------------------------------------------------------------
 # A fake asset whose "registry" is a local file, so failure modes run without any network.
-
-
-@dataclass(frozen=True)
-class LocalWheel:
-    """A source whose client is a Python one-liner copying a prepared wheel."""
-
-    archive: str
-    sha256: str
-
-    @property
-    def label(self) -> str:
-        return f"local wheel {self.archive}"
-
-    def command(self, dest: Path) -> list[str]:
-        copy = "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])"
-        return [sys.executable, "-c", copy, self.archive, str(dest)]
 
 
 def _make_wheel(path: Path, files: dict[str, bytes]) -> str:
