@@ -99,7 +99,8 @@ def test_book_builds_with_warnings_as_errors(tmp_path):
         capture_output=True, text=True, timeout=1800, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     html_dir = site / "_build" / "html"
-    for page in ("book/intro.html", "book/01_architecture.html", "labs/01_architecture.html"):
+    for page in ("book/intro.html", "book/01_architecture.html", "labs/01_architecture.html",
+                 "book/instructors.html"):
         assert (html_dir / page).is_file(), f"{page} was not built"
     assert not (html_dir / "solutions").exists(), "the learner's site must not show solutions"
     page = (html_dir / "book" / "01_architecture.html").read_text()
@@ -108,6 +109,8 @@ def test_book_builds_with_warnings_as_errors(tmp_path):
     assert "colab.research.google.com/github/llm-lab/llm-lab/blob/main/labs/01_architecture.ipynb" \
         in lab, "the lab page has no Colab launch button"
     assert "[NOT ATTEMPTED YET]" in lab  # the executed lab shows what a learner first sees
+    guide = (html_dir / "book" / "instructors.html").read_text()
+    assert "labs/01_architecture.ipynb" in guide, "the measured lab times are not included"
 
 
 def _toc_files(path: Path) -> list[str]:
@@ -116,9 +119,9 @@ def _toc_files(path: Path) -> list[str]:
 
 
 def test_tables_of_contents_list_every_notebook():
-    learner = _toc_files(ROOT / "_toc.yml")
-    instructor = _toc_files(ROOT / "_toc_instructor.yml")
     pages = sorted(n.removesuffix(".ipynb") for n in NOTEBOOKS)
-    assert sorted(f for f in learner if not f.endswith("intro")) == [
-        p for p in pages if not p.startswith("solutions/")]
-    assert sorted(f for f in instructor if not f.endswith("intro")) == pages
+    prose = ["book/instructors", "book/intro"]
+    learner = sorted(_toc_files(ROOT / "_toc.yml"))
+    instructor = sorted(_toc_files(ROOT / "_toc_instructor.yml"))
+    assert learner == sorted(prose + [p for p in pages if not p.startswith("solutions/")])
+    assert instructor == sorted(prose + pages)
