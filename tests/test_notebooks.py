@@ -93,6 +93,10 @@ def test_book_builds_with_warnings_as_errors(tmp_path):
     ignore = shutil.ignore_patterns(".venv", "_build", ".git", "*.egg-info", "__pycache__",
                                     ".pytest_cache", ".ruff_cache", ".hypothesis")
     shutil.copytree(ROOT, site, ignore=ignore)
+    # Tools leave markdown in hidden folders of a working tree (pytest's cache README): the
+    # site must not pick them up, or `make book` fails with "not included in any toctree".
+    (site / ".pytest_cache").mkdir()
+    (site / ".pytest_cache" / "README.md").write_text("# pytest cache directory\n")
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     result = subprocess.run(
         [str(jupyter_book), "build", str(site), "--warningiserror", "--keep-going"],
