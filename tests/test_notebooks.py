@@ -7,6 +7,7 @@ tests check what execution cannot: committed state, the shared setup cell, the s
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -113,6 +114,13 @@ def test_book_builds_with_warnings_as_errors(tmp_path):
     assert "colab.research.google.com/github/llm-lab/llm-lab/blob/main/labs/01_architecture.ipynb" \
         in lab, "the lab page has no Colab launch button"
     assert "[NOT ATTEMPTED YET]" in lab  # the executed lab shows what a learner first sees
+    # Every script a page loads is served by the site itself: no CDN, so pages work offline.
+    for html in html_dir.rglob("*.html"):
+        remote = re.findall(r'<script[^>]*\bsrc="(https?://[^"]+)"', html.read_text())
+        assert not remote, f"{html.relative_to(html_dir)} loads scripts from the network: {remote}"
+    for script in ("mathjax/tex-mml-chtml.js", "require.js", "html-manager/embed-amd.js"):
+        assert (html_dir / "_static" / "vendor" / script).is_file(), f"{script} not served"
+    assert "_static/vendor/mathjax/tex-mml-chtml.js" in page
     guide = (html_dir / "book" / "instructors.html").read_text()
     assert "labs/01_architecture.ipynb" in guide, "the measured lab times are not included"
 
