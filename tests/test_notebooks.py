@@ -6,10 +6,7 @@ tests check what execution cannot: committed state, the shared setup cell, the s
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -88,22 +85,9 @@ def test_setup_cell_does_nothing_locally_and_installs_in_colab(monkeypatch, caps
     assert commands == [f'pip install -q "llmlab[course] @ git+{CONFIG["repository"]["url"]}"']
 
 
-def test_book_builds_with_warnings_as_errors(tmp_path):
-    """Jupyter Book 1 builds the whole site, executing every page, with -W."""
-    site = tmp_path / "site"
-    ignore = shutil.ignore_patterns(".venv", "_build", ".git", "*.egg-info", "__pycache__",
-                                    ".pytest_cache", ".ruff_cache", ".hypothesis")
-    shutil.copytree(ROOT, site, ignore=ignore)
-    # Tools leave markdown in hidden folders of a working tree (pytest's cache README): the
-    # site must not pick them up, or `make book` fails with "not included in any toctree".
-    (site / ".pytest_cache").mkdir()
-    (site / ".pytest_cache" / "README.md").write_text("# pytest cache directory\n")
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    result = subprocess.run(
-        [str(jupyter_book), "build", str(site), "--warningiserror", "--keep-going"],
-        capture_output=True, text=True, timeout=1800, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    html_dir = site / "_build" / "html"
+def test_book_builds_with_warnings_as_errors(built_site):
+    """Jupyter Book 1 builds the whole site, executing every page, with -W (see conftest)."""
+    html_dir = built_site
     for page in ("book/intro.html", "book/01_architecture.html", "labs/01_architecture.html",
                  "book/instructors.html"):
         assert (html_dir / page).is_file(), f"{page} was not built"

@@ -1,0 +1,33 @@
+"""Shared fixtures: the course site, built once per test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory) -> Path:
+    """Build the learner's site from a copy of the working tree with `jupyter-book build -W`
+    (what `make book` runs); return its `_build/html` folder."""
+    site = tmp_path_factory.mktemp("site") / "course"
+    ignore = shutil.ignore_patterns(".venv", "_build", ".git", "*.egg-info", "__pycache__",
+                                    ".pytest_cache", ".ruff_cache", ".hypothesis")
+    shutil.copytree(ROOT, site, ignore=ignore)
+    # Tools leave markdown in hidden folders of a working tree (pytest's cache README): the
+    # site must not pick them up, or `make book` fails with "not included in any toctree".
+    (site / ".pytest_cache").mkdir()
+    (site / ".pytest_cache" / "README.md").write_text("# pytest cache directory\n")
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    result = subprocess.run(
+        [str(jupyter_book), "build", str(site), "--warningiserror", "--keep-going"],
+        capture_output=True, text=True, timeout=1800, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return site / "_build" / "html"
