@@ -92,20 +92,25 @@ async def _run_cells(ws_url: str, token: str, sources: list[str]) -> list[dict]:
                 "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
                 "content": {"code": source, "silent": False, "store_history": True,
                             "user_expressions": {}, "allow_stdin": False}}))
-            text, status = [], None
-            while status is None:
+            # Done when the shell has replied AND the kernel went idle on iopub: outputs
+            # can arrive after the reply, and only "idle" says none are left.
+            text, status, idle = [], None, False
+            while status is None or not idle:
                 raw = await connection.read_message()
                 if raw is None:
                     raise RuntimeError("the kernel connection closed")
                 msg = json.loads(raw)
                 if msg.get("parent_header", {}).get("msg_id") != msg_id:
                     continue
-                if msg["msg_type"] == "stream":
+                kind = msg["msg_type"]
+                if kind == "stream":
                     text.append(msg["content"]["text"])
-                elif msg["msg_type"] == "error":
+                elif kind == "error":
                     text.append("\n".join(msg["content"]["traceback"]))
-                elif msg["msg_type"] == "execute_reply":
+                elif kind == "execute_reply":
                     status = msg["content"]["status"]
+                elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                    idle = True
             results.append({"status": status, "text": "".join(text)})
     finally:
         connection.close()
