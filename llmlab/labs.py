@@ -22,6 +22,7 @@ then falls back to llmlab's reference. Cells tagged ``solution-only`` are left o
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import nbformat
@@ -30,6 +31,10 @@ from llmlab.checks import STUB_MESSAGE
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 SOLUTION_ONLY_TAG = "solution-only"
+
+
+CHECK_CALL = re.compile(r"\bcheck\(")
+CHECK_ID = re.compile(r"""\bcheck\(\s*["']([^"']+)["']""")
 
 
 class LabFormatError(ValueError):
@@ -68,6 +73,19 @@ def stub_source(source: str, where: str = "cell") -> str:
     if inside_since is not None:
         raise LabFormatError(f"{where}: {BEGIN} on line {inside_since} is never closed")
     return "\n".join(out)
+
+
+def check_ids(notebook: nbformat.NotebookNode) -> list[str] | None:
+    """Exercise ids a notebook checks, in order; None when it has no ``check(`` call at all.
+
+    >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('f = check("ch01.f", f)')])
+    >>> check_ids(nb)
+    ['ch01.f']
+    """
+    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    if not CHECK_CALL.search(code):
+        return None
+    return list(dict.fromkeys(CHECK_ID.findall(code)))
 
 
 def count_regions(notebook: nbformat.NotebookNode) -> int:

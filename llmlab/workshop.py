@@ -35,6 +35,7 @@ from typing import Any, Literal
 import nbformat
 
 from llmlab import assets
+from llmlab.labs import check_ids
 
 Level = Literal["OK", "WARN", "FAIL"]
 
@@ -236,8 +237,6 @@ def doctor_exit_code(rows: Sequence[Diagnosis]) -> int:
 
 Outcome = Literal["passed", "failed", "not_attempted", "not_run"]
 NotebookState = Literal["executed", "stopped", "not_a_lab", "unreadable"]
-CHECK_CALL = re.compile(r"\bcheck\(")
-CHECK_ID = re.compile(r"""\bcheck\(\s*["']([^"']+)["']""")
 SHOWN = {"passed": "passed", "failed": "failed", "not_attempted": "not attempted",
          "not_run": "not run"}
 
@@ -307,14 +306,6 @@ def room_notebooks(folder: Path) -> list[Path]:
     if not found:
         raise WorkshopError(f"no notebooks (*.ipynb) in {folder}: copy the learners' labs there")
     return found
-
-
-def declared_exercises(notebook: nbformat.NotebookNode) -> list[str] | None:
-    """Exercise ids a notebook checks, in order; None when it has no ``check(`` call at all."""
-    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
-    if not CHECK_CALL.search(code):
-        return None
-    return list(dict.fromkeys(CHECK_ID.findall(code)))
 
 
 def read_records(progress_file: Path) -> dict[str, ExerciseResult]:
@@ -449,7 +440,7 @@ async def _report_one(path: Path, timeout: float, jobs: int,
     notebook = _read_notebook(path)
     if isinstance(notebook, str):
         return LearnerReport(path.stem, path.name, "unreadable", notes=[notebook])
-    declared = declared_exercises(notebook)
+    declared = check_ids(notebook)
     if declared is None:
         return LearnerReport(path.stem, path.name, "not_a_lab",
                              notes=["not a lab notebook: it has no check(...) calls"])

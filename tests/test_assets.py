@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import zipfile
 from pathlib import Path
 
 import pytest
-from fakes import LocalWheel
+from fakes import LocalWheel, make_wheel
 
 from llmlab import assets
 
 # --------------------------------------------------------------------------------------------
 # A fake asset whose "registry" is a local file, so failure modes run without any network.
-
-
-def _make_wheel(path: Path, files: dict[str, bytes]) -> str:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    path.write_bytes(buffer.getvalue())
-    return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
 @pytest.fixture
@@ -32,7 +21,7 @@ def fake_asset(tmp_path, monkeypatch):
     monkeypatch.setenv("LLMLAB_HOME", str(tmp_path / "home"))
     text = b"to be or not to be\n"
     wheel = tmp_path / "toy-0.1-py3-none-any.whl"
-    wheel_sha = _make_wheel(wheel, {"toy/data/corpus.txt": text, "toy/__init__.py": b""})
+    wheel_sha = make_wheel(wheel, {"toy/data/corpus.txt": text, "toy/__init__.py": b""})
 
     def make(source_sha: str = wheel_sha, member_sha: str | None = None,
              archive: Path = wheel) -> assets.Asset:

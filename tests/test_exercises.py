@@ -3,7 +3,6 @@ every plausible wrong answer with a message; every check used in a notebook exis
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import nbformat
@@ -14,7 +13,6 @@ from llmlab.exercises import ch01  # noqa: F401  (registers the exercises)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXERCISES = sorted(checks.EXERCISES)
-CHECK_CALL = re.compile(r"""\bcheck\(\s*["']([\w.]+)["']""")
 
 
 def stub(*args, **kwargs):
@@ -53,8 +51,7 @@ def _solution_checks() -> dict[str, list[str]]:
     found = {}
     for path in sorted((ROOT / "solutions").glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
-        code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-        found[path.name] = CHECK_CALL.findall(code)
+        found[path.name] = labs.check_ids(nb) or []
     return found
 
 

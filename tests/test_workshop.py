@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import shutil
 import sys
-import zipfile
 from collections import namedtuple
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import pytest
-from fakes import LocalWheel
+from fakes import LocalWheel, make_wheel
 
 import llmlab
 from llmlab import assets, checks, cli, workshop
@@ -302,12 +300,8 @@ TEXT = b"to be or not to be\n"
 def toy_asset(tmp_path, monkeypatch):
     """Register 'toy-pack' (one text file in a wheel) with a private LLMLAB_HOME."""
     monkeypatch.setenv("LLMLAB_HOME", str(tmp_path / "home"))
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("toy/corpus.txt", TEXT)
     wheel = tmp_path / "toy-0.1-py3-none-any.whl"
-    wheel.write_bytes(buffer.getvalue())
-    wheel_sha = hashlib.sha256(buffer.getvalue()).hexdigest()
+    wheel_sha = make_wheel(wheel, {"toy/corpus.txt": TEXT})
 
     def make(reachable: bool = True) -> assets.Asset:
         source = LocalWheel(str(wheel), wheel_sha) if reachable else Unreachable(wheel_sha)
