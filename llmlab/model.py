@@ -37,6 +37,7 @@ __all__ = [
     "sinusoidal_positions",
     "rotary_cos_sin",
     "apply_rotary",
+    "KVCache",
     "CausalSelfAttention",
     "MLP",
     "SwiGLU",
@@ -306,6 +307,65 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 # ----------------------------------------------------------------------------- attention
 
 
+class KVCache:
+    """The keys and values of every layer for the tokens seen so far, so that each new
+    token costs one position of work instead of a pass over the whole prefix.
+
+    Buffers are allocated once, ``(B, n_kv_head, max_len, head_dim)`` per layer, and filled
+    left to right; ``length`` is the number of positions already stored, which is also the
+    position of the next token (its offset for positions and for the causal mask).
+
+    >>> config = ModelConfig.llama_style(vocab_size=10, n_layer=2, d_model=32, n_head=4,
+    ...                                  n_kv_head=2)
+    >>> cache = KVCache.allocate(config, batch_size=1, max_len=16)
+    >>> cache.keys[0].shape, cache.length
+    (torch.Size([1, 2, 16, 8]), 0)
+    >>> cache.bytes()                          # 2 layers x (K and V) x 2 heads x 16 x 8 x 4 B
+    4096
+    """
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+        self.keys, self.values = keys, values
+        self.length = 0
+
+    @classmethod
+    def allocate(
+        cls, config: ModelConfig, batch_size: int, max_len: int,
+        dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+    ) -> KVCache:
+        if batch_size < 1 or max_len < 1:
+            raise ValueError(f"a KV cache needs batch_size >= 1 and max_len >= 1; "
+                             f"got {batch_size} and {max_len}")
+        shape = (batch_size, config.n_kv_head, max_len, config.head_dim)
+        return cls([torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)],
+                   [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)])
+
+    @property
+    def max_len(self) -> int:
+        return self.keys[0].shape[2]
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new positions' ``k, v (B, n_kv_head, T, head_dim)`` of ``layer`` after
+        those already there; return all stored keys and values of that layer."""
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"the KV cache holds {self.max_len} positions; {self.length} are "
+                             f"used and {k.shape[2]} more were given")
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        """Count ``n`` new positions as stored (called once all layers have them)."""
+        self.length += n
+
+    def bytes(self) -> int:
+        """Memory held by the buffers, in bytes."""
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head attention where each position sees only itself and earlier positions.
 
@@ -329,10 +389,14 @@ class CausalSelfAttention(nn.Module):
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         return_weights: bool = False,
+        cache: KVCache | None = None,
+        layer: int = 0,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``x (B, T, d_model) -> (B, T, d_model)``; with ``return_weights`` also the
-        attention weights ``(B, n_head, T, T)`` (row ``t``: how much position ``t`` reads
-        from each position)."""
+        attention weights ``(B, n_head, T, S)`` (row ``t``: how much position ``t`` reads
+        from each position). With a ``cache``, ``x`` holds only the new positions: their
+        keys and values are stored as layer ``layer``'s and the queries read the whole
+        prefix (``S = cache.length + T``)."""
         B, T, _ = x.shape
         # (B, T, heads * head_dim) -> (B, heads, T, head_dim): each head attends separately.
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
@@ -340,11 +404,17 @@ class CausalSelfAttention(nn.Module):
         v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        offset = 0
+        if cache is not None:  # the prefix's keys and values come from the cache
+            offset = cache.length
+            k, v = cache.update(layer, k, v)
         group = self.n_head // self.n_kv_head
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
 
-        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, n_head, T, T)
-        future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(diagonal=1)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, n_head, T, S)
+        # Query t sits at position offset + t: it may read keys 0..offset + t.
+        S = k.shape[2]
+        future = torch.ones(T, S, dtype=torch.bool, device=x.device).triu(diagonal=1 + offset)
         scores = scores.masked_fill(future, float("-inf"))
         # softmax in float32: exp() of half-precision scores loses too much.
         weights = scores.float().softmax(dim=-1).to(q.dtype)
@@ -405,14 +475,16 @@ class Block(nn.Module):
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         return_weights: bool = False,
+        cache: KVCache | None = None,
+        layer: int = 0,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         drop = self.resid_dropout
         if self.pre_norm:
-            a, weights = self.attn(self.norm1(x), rope, return_weights=True)
+            a, weights = self.attn(self.norm1(x), rope, True, cache, layer)
             x = x + drop(a)
             x = x + drop(self.mlp(self.norm2(x)))
         else:
-            a, weights = self.attn(x, rope, return_weights=True)
+            a, weights = self.attn(x, rope, True, cache, layer)
             x = self.norm1(x + drop(a))
             x = self.norm2(x + drop(self.mlp(x)))
         return (x, weights) if return_weights else x
@@ -481,31 +553,49 @@ class GPT(nn.Module):
                 f"got ids from {lo} to {hi}"
             )
 
-    def _trunk(self, idx: torch.Tensor, attentions: list | None = None) -> torch.Tensor:
-        """Embeddings -> blocks -> final norm: the hidden states ``(B, T, d_model)``."""
+    def _trunk(
+        self, idx: torch.Tensor, attentions: list | None = None, cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Embeddings -> blocks -> final norm: the hidden states ``(B, T, d_model)``.
+        With a ``cache``, ``idx`` holds the tokens after the ``cache.length`` stored ones."""
         self._check_idx(idx)
         T, cfg = idx.shape[1], self.config
+        offset = 0
+        if cache is not None:
+            offset = cache.length
+            if cache.keys[0].shape[0] != idx.shape[0] or len(cache.keys) != cfg.n_layer:
+                raise ValueError(
+                    f"the KV cache was allocated for batch {cache.keys[0].shape[0]} and "
+                    f"{len(cache.keys)} layers; got batch {idx.shape[0]} and a model with "
+                    f"{cfg.n_layer} layers")
+        if cfg.position == "learned" and offset + T > cfg.context_length:
+            raise ValueError(f"positions up to {offset + T} exceed context_length="
+                             f"{cfg.context_length} (learned positions exist only up to it)")
         x = self.tok_emb(idx)
         rope = None
         if cfg.position == "learned":
-            x = x + self.pos_emb(torch.arange(T, device=idx.device))
+            x = x + self.pos_emb(torch.arange(offset, offset + T, device=idx.device))
         elif cfg.position == "sinusoidal":
-            x = x + sinusoidal_positions(T, cfg.d_model).to(x)
+            x = x + sinusoidal_positions(offset + T, cfg.d_model)[offset:].to(x)
         else:  # rotary: nothing is added here; queries and keys are rotated in attention
-            cos, sin = rotary_cos_sin(T, cfg.head_dim, cfg.rope_theta, device=idx.device)
-            rope = (cos.to(x.dtype), sin.to(x.dtype))
+            cos, sin = rotary_cos_sin(offset + T, cfg.head_dim, cfg.rope_theta, device=idx.device)
+            rope = (cos[offset:].to(x.dtype), sin[offset:].to(x.dtype))
         x = self.emb_dropout(x)
-        for block in self.blocks:
-            if attentions is None:
-                x = block(x, rope)
-            else:
-                x, weights = block(x, rope, return_weights=True)
+        for layer, block in enumerate(self.blocks):
+            x, weights = block(x, rope, True, cache, layer)
+            if attentions is not None:
                 attentions.append(weights)
+        if cache is not None:
+            cache.advance(T)
         return self.norm_f(x)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, T, vocab_size)``: row ``t`` scores the token that follows ``idx[:, t]``."""
-        return self.lm_head(self._trunk(idx))
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits ``(B, T, vocab_size)``: row ``t`` scores the token that follows ``idx[:, t]``.
+
+        With a ``cache`` (see ``KVCache``), ``idx`` holds only the tokens not yet seen: the
+        prefix's keys and values are read from the cache and the new ones added to it.
+        """
+        return self.lm_head(self._trunk(idx, cache=cache))
 
     def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:
         """Every layer's attention weights, shape ``(n_layer, B, n_head, T, T)``."""
@@ -523,14 +613,17 @@ class GPT(nn.Module):
         greedy: bool = False,
         eos_token_id: int | None = None,
         generator: torch.Generator | None = None,
+        use_cache: bool = False,
     ) -> torch.Tensor:
         """Append ``max_new_tokens`` tokens to ``idx (B, T)``, one forward pass per token.
 
         ``greedy`` takes the most likely token; otherwise sample from
         ``softmax(logits / temperature)``, keeping only the ``top_k`` best if given. A row
         that emits ``eos_token_id`` is padded with it; generation stops when all rows have.
-        Runs in eval mode (no dropout) and restores the previous mode. No KV cache: every
-        step recomputes the whole (cropped) context.
+        Runs in eval mode (no dropout) and restores the previous mode. By default every
+        step recomputes the whole (cropped) context; ``use_cache`` keeps the keys and values
+        in a ``KVCache`` so each step feeds only the newest token (the total length must
+        then fit in ``context_length``).
         """
         if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an int >= 0; got {max_new_tokens!r}")
@@ -539,13 +632,25 @@ class GPT(nn.Module):
         if top_k is not None and not 1 <= top_k <= self.config.vocab_size:
             raise ValueError(f"top_k must be in [1, {self.config.vocab_size}]; got {top_k}")
         self._check_idx(idx)
+        cache = None
+        if use_cache:
+            total = idx.shape[1] + max_new_tokens
+            if total > self.config.context_length:
+                raise ValueError(f"with use_cache the prompt plus new tokens ({total}) must fit "
+                                 f"in context_length={self.config.context_length}")
+            cache = KVCache.allocate(self.config, idx.shape[0], total,
+                                     self.tok_emb.weight.dtype, idx.device)
         was_training = self.training
         self.eval()
         try:
             done = torch.zeros(idx.shape[0], 1, dtype=torch.bool, device=idx.device)
             for _ in range(max_new_tokens):
-                context = idx[:, -self.config.context_length :]  # the longest window trained on
-                logits = self.lm_head(self._trunk(context)[:, -1])  # only the last position
+                if cache is None:
+                    context = idx[:, -self.config.context_length :]  # the longest trained window
+                else:  # the cache holds everything but the tokens it has not seen yet
+                    context = idx[:, cache.length :]
+                hidden = self._trunk(context, cache=cache)
+                logits = self.lm_head(hidden[:, -1])  # only the last position
                 if greedy:
                     next_id = logits.argmax(dim=-1, keepdim=True)
                 else:

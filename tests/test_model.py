@@ -17,6 +17,7 @@ from llmlab import assets
 from llmlab.model import (
     GPT,
     CausalSelfAttention,
+    KVCache,
     LayerNorm,
     ModelConfig,
     RMSNorm,
@@ -453,3 +454,60 @@ def test_tied_embeddings_share_one_matrix():
     assert model.lm_head.weight is model.tok_emb.weight
     untied = GPT(tiny(tie_embeddings=False))
     assert untied.lm_head.weight is not untied.tok_emb.weight
+
+
+# ----------------------------------------------------------------------------- KV cache
+
+
+@pytest.mark.parametrize("style, position", [("llama", "rotary"), ("gpt2", "learned"),
+                                             ("gpt2", "sinusoidal")])
+def test_kv_cache_gives_the_same_logits_step_by_step(style, position):
+    torch.manual_seed(0)
+    make = ModelConfig.llama_style if style == "llama" else ModelConfig.gpt2_style
+    extra = {"n_kv_head": 2} if style == "llama" else {}
+    config = make(vocab_size=60, n_layer=2, n_head=4, d_model=32, context_length=32,
+                  position=position, **extra)
+    model = GPT(config).eval()
+    ids = torch.randint(0, 60, (3, 20))
+    full = model(ids)
+    cache = KVCache.allocate(config, batch_size=3, max_len=20)
+    pieces = [model(ids[:, :7], cache=cache)]  # a prompt, then one token at a time
+    pieces += [model(ids[:, t : t + 1], cache=cache) for t in range(7, 20)]
+    assert cache.length == 20
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_cached_generation_is_identical_to_uncached():
+    torch.manual_seed(1)
+    model = GPT(ModelConfig.llama_style(vocab_size=50, n_layer=2, n_head=4, n_kv_head=1,
+                                        d_model=32, context_length=64))
+    prompts = torch.randint(0, 50, (2, 5))
+    assert torch.equal(model.generate(prompts, 20, greedy=True, use_cache=True),
+                       model.generate(prompts, 20, greedy=True))
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(model.generate(prompts, 20, generator=g1, use_cache=True),
+                       model.generate(prompts, 20, generator=g2))
+
+
+def test_cached_greedy_generate_matches_transformers(smollm2, ours):
+    hf, tokenizer = smollm2
+    ids = tokenizer("A recipe for pancakes:", return_tensors="pt").input_ids
+    expected = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                                do_sample=False)
+    assert torch.equal(ours.generate(ids, max_new_tokens=12, greedy=True, use_cache=True), expected)
+
+
+def test_kv_cache_bad_use_is_rejected():
+    config = ModelConfig.llama_style(vocab_size=20, n_layer=1, n_head=2, d_model=8,
+                                     context_length=8)
+    model = GPT(config)
+    cache = KVCache.allocate(config, batch_size=1, max_len=4)
+    model(torch.zeros(1, 3, dtype=torch.long), cache=cache)
+    with pytest.raises(ValueError, match="holds 4 positions; 3 are used and 2 more"):
+        model(torch.zeros(1, 2, dtype=torch.long), cache=cache)
+    with pytest.raises(ValueError, match="allocated for batch 1"):
+        model(torch.zeros(2, 1, dtype=torch.long), cache=KVCache.allocate(config, 1, 4))
+    with pytest.raises(ValueError, match=r"must fit in context_length=8"):
+        model.generate(torch.zeros(1, 5, dtype=torch.long), 4, use_cache=True)
+    with pytest.raises(ValueError, match="batch_size >= 1"):
+        KVCache.allocate(config, batch_size=0, max_len=4)
