@@ -17,10 +17,13 @@ tensor([[2., 1., -inf, -inf]])
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+
+from llmlab.model import GPT, KVCache
 
 NEG_INF = float("-inf")
 
@@ -318,3 +321,432 @@ def choose_next_token(
     if config.greedy:
         return processed.argmax(dim=-1, keepdim=True)
     return torch.multinomial(processed.softmax(dim=-1), 1, generator=generator)
+
+
+# ----------------------------------------------------------------------------- generation loops
+
+
+def _check_model_inputs(model: GPT, input_ids: torch.Tensor, max_new_tokens: int) -> None:
+    if not isinstance(model, GPT):
+        raise ValueError(f"model must be an llmlab.model.GPT (use GPT.from_hf for a transformers "
+                         f"model); got {type(model).__name__}")
+    model._check_idx(input_ids)
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0; got {max_new_tokens!r}")
+
+
+def left_pad(
+    sequences: Sequence[Sequence[int]], pad_token_id: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack token lists of different lengths for batched generation: padding goes on the
+    left so that every row's last token sits in the last column, where the next token is
+    predicted. Returns ``(input_ids, attention_mask)``.
+
+    >>> ids, mask = left_pad([[5, 6, 7], [8]], pad_token_id=0)
+    >>> ids.tolist(), mask.tolist()
+    ([[5, 6, 7], [0, 0, 8]], [[1, 1, 1], [0, 0, 1]])
+    """
+    if not sequences or any(len(s) == 0 for s in sequences):
+        raise ValueError("left_pad needs at least one sequence and no empty ones")
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, width - len(seq):] = torch.tensor(list(seq), dtype=torch.long)
+        mask[row, width - len(seq):] = 1
+    return ids, mask
+
+
+def iter_next_tokens(
+    model: GPT,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    config: SamplingConfig | None = None,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> Iterator[torch.Tensor]:
+    """Yield the next token of every row, ``(B, 1)``, up to ``max_new_tokens`` times: the
+    loop under ``generate`` and ``stream_text``. Stop iterating to stop generating.
+
+    With ``use_cache`` each step feeds only the newest token (see ``KVCache``); without,
+    every step recomputes the whole sequence, which is what the cache saves.
+    """
+    _check_model_inputs(model, input_ids, max_new_tokens)
+    config = config or SamplingConfig(greedy=True)
+    B, T = input_ids.shape
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.long()
+    if mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask must have the shape of input_ids "
+                         f"{tuple(input_ids.shape)}; got {tuple(mask.shape)}")
+    cache = None
+    if use_cache:
+        cache = KVCache.allocate(model.config, B, T + max_new_tokens,
+                                 model.tok_emb.weight.dtype, input_ids.device)
+    was_training = model.training
+    model.eval()
+    ids = input_ids
+    try:
+        for _ in range(max_new_tokens):
+            fresh = ids if cache is None else ids[:, cache.length:]
+            with torch.no_grad():
+                logits = model(fresh, cache=cache, attention_mask=mask)[:, -1]
+            next_id = choose_next_token(logits, ids, config, generator)
+            yield next_id
+            ids = torch.cat([ids, next_id.to(ids.dtype)], dim=1)
+            mask = torch.cat([mask, torch.ones_like(next_id)], dim=1)
+    finally:
+        model.train(was_training)
+
+
+def generate(
+    model: GPT,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    config: SamplingConfig | None = None,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """Extend each row of ``input_ids (B, T)`` by up to ``max_new_tokens`` tokens chosen by
+    ``config`` (default: greedy). Rows of different lengths come left-padded with their
+    ``attention_mask`` (see ``left_pad``). A row that has produced ``eos_token_id`` is
+    filled with ``pad_token_id`` (default: the EOS id) from then on, and generation ends
+    when every row has.
+    """
+    pad = eos_token_id if pad_token_id is None else pad_token_id
+    ids = input_ids
+    done = torch.zeros(input_ids.shape[0], 1, dtype=torch.bool, device=input_ids.device)
+    steps = iter_next_tokens(model, input_ids, max_new_tokens, config,
+                             attention_mask=attention_mask, generator=generator,
+                             use_cache=use_cache)
+    for next_id in steps:
+        if eos_token_id is not None:
+            next_id = next_id.masked_fill(done, pad)
+            done = done | (next_id == eos_token_id)
+        ids = torch.cat([ids, next_id.to(ids.dtype)], dim=1)
+        if eos_token_id is not None and bool(done.all()):
+            steps.close()
+            break
+    return ids
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+def _held_back(text: str, stop: Sequence[str]) -> int:
+    """How many trailing characters of ``text`` must wait before being shown: an
+    unfinished multi-byte character (decoded as U+FFFD) or the start of a stop string."""
+    keep = len(text) - len(text.rstrip("\ufffd"))
+    visible = text[: len(text) - keep]
+    partial = max((k for s in stop for k in range(1, len(s)) if visible.endswith(s[:k])), default=0)
+    return keep + partial
+
+
+def stream_text(
+    model: GPT,
+    tokenizer: Any,
+    prompt: str,
+    max_new_tokens: int,
+    config: SamplingConfig | None = None,
+    *,
+    stop: Sequence[str] = (),
+    eos_token_id: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Iterator[str]:
+    """Yield the continuation of ``prompt`` piece by piece as it is generated, the way a
+    chat interface shows it. A piece is never half a character (a byte-level token can
+    end inside one) and never the beginning of a ``stop`` string; generation ends before
+    the first stop string, at ``eos_token_id`` or after ``max_new_tokens``.
+
+    ``tokenizer`` is anything with ``encode(str) -> ids`` and ``decode(ids) -> str`` (a
+    transformers tokenizer or ``llmlab.tokenization.Tokenizer``).
+    """
+    if any(not s for s in stop):
+        raise ValueError("stop strings must be non-empty")
+    prompt_ids = list(tokenizer.encode(prompt))
+    if not prompt_ids:
+        raise ValueError("the prompt encodes to no tokens: give at least one character")
+    generated: list[int] = []
+    shown = 0
+    steps = iter_next_tokens(model, torch.tensor([prompt_ids]), max_new_tokens, config,
+                             generator=generator)
+    for next_id in steps:
+        token = int(next_id)
+        if token == eos_token_id:
+            break
+        generated.append(token)
+        text = tokenizer.decode(generated)
+        hits = [i for i in (text.find(s) for s in stop) if i >= 0]
+        if hits:
+            steps.close()
+            if min(hits) > shown:
+                yield text[shown:min(hits)]
+            return
+        ready = len(text) - _held_back(text, stop)
+        if ready > shown:
+            yield text[shown:ready]
+            shown = ready
+    text = tokenizer.decode(generated)
+    if len(text) > shown:
+        yield text[shown:]
+
+
+def generate_text(
+    model: GPT, tokenizer: Any, prompt: str, max_new_tokens: int,
+    config: SamplingConfig | None = None, **options: Any,
+) -> str:
+    """The whole continuation of ``prompt`` at once (``stream_text`` joined)."""
+    return "".join(stream_text(model, tokenizer, prompt, max_new_tokens, config, **options))
+
+
+# ----------------------------------------------------------------------------- beam search
+
+
+@dataclass
+class Hypothesis:
+    """One finished beam: its new tokens and their summed log-probability."""
+
+    tokens: list[int]
+    log_prob: float
+    score: float  # log_prob / len(tokens) ** length_penalty
+
+
+@torch.no_grad()
+def beam_search(
+    model: GPT,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    num_beams: int = 4,
+    *,
+    length_penalty: float = 1.0,
+    early_stopping: bool = True,
+    eos_token_id: int | None = None,
+) -> list[Hypothesis]:
+    """Keep the ``num_beams`` most likely continuations at every step instead of one.
+
+    Each step scores every (beam, next token) pair by the beam's summed log-probability
+    plus the token's, and keeps the best ``2 * num_beams`` candidates: those ending in EOS
+    (among the top ``num_beams``) become finished hypotheses, scored by
+    ``log_prob / length ** length_penalty`` (``length_penalty > 0`` favours longer
+    outputs), the best ``num_beams`` others carry on. When ``max_new_tokens`` is reached
+    the live beams finish too. ``early_stopping`` stops as soon as ``num_beams``
+    hypotheses are finished; otherwise search goes on while a live beam could still beat
+    the worst finished one at its current length. This is transformers' beam search
+    (``generate(num_beams=..., do_sample=False)``), written for one prompt.
+
+    Returns the finished hypotheses, best first.
+    """
+    _check_model_inputs(model, input_ids, max_new_tokens)
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"beam_search takes one prompt, input_ids (1, T); got batch "
+                         f"{input_ids.shape[0]}")
+    if not isinstance(num_beams, int) or num_beams < 1:
+        raise ValueError(f"num_beams must be an int >= 1; got {num_beams!r}")
+    if max_new_tokens < 1:
+        raise ValueError(f"beam_search needs max_new_tokens >= 1; got {max_new_tokens}")
+    T = input_ids.shape[1]
+    cache = KVCache.allocate(model.config, num_beams, T + max_new_tokens,
+                             model.tok_emb.weight.dtype, input_ids.device)
+    beams = input_ids.repeat(num_beams, 1)  # (num_beams, T + generated)
+    # Only the first beam is live at the start: the others are copies of it.
+    beam_scores = torch.full((num_beams,), -1e9, device=input_ids.device)
+    beam_scores[0] = 0.0
+    finished: list[Hypothesis] = []
+    can_improve = True
+    was_training = model.training
+    model.eval()
+    try:
+        for step in range(max_new_tokens):
+            fresh = beams[:, cache.length:]
+            log_probs = model(fresh, cache=cache)[:, -1].float().log_softmax(dim=-1)
+            vocab = log_probs.shape[-1]
+            totals = (log_probs + beam_scores[:, None]).reshape(-1)
+            n_candidates = 2 * num_beams
+            cand_scores, cand_index = totals.topk(n_candidates)
+            cand_beam, cand_token = cand_index // vocab, cand_index % vocab
+            last_step = step == max_new_tokens - 1
+            ends = (cand_token == eos_token_id) | last_step if eos_token_id is not None \
+                else torch.full_like(cand_token, last_step, dtype=torch.bool)
+
+            # Finished hypotheses: only candidates ranked in the top num_beams count.
+            full = len(finished) == num_beams
+            if can_improve and not (early_stopping and full):
+                for rank in range(num_beams):
+                    if ends[rank]:
+                        tokens = beams[cand_beam[rank], T:].tolist() + [int(cand_token[rank])]
+                        log_prob = float(cand_scores[rank])
+                        score = log_prob / (len(tokens) ** length_penalty)
+                        finished.append(Hypothesis(tokens, log_prob, score))
+                finished = sorted(finished, key=lambda h: -h.score)[:num_beams]
+
+            # Live beams: the best candidates that did not end.
+            live = (cand_scores - ends.float() * 1e9).topk(num_beams).indices
+            beam_scores = cand_scores[live] - ends[live].float() * 1e9
+            order = cand_beam[live]
+            cache.reorder(order)
+            beams = torch.cat([beams[order], cand_token[live, None].to(beams.dtype)], dim=1)
+
+            if bool(ends.all()) or (early_stopping and len(finished) == num_beams):
+                break
+            if len(finished) == num_beams:  # could a live beam still beat the worst?
+                best_possible = float(beam_scores[0]) / ((step + 1) ** length_penalty)
+                can_improve = best_possible > finished[-1].score
+                if not can_improve:
+                    break
+    finally:
+        model.train(was_training)
+    return finished
+
+
+# ----------------------------------------------------------------------------- speculative decoding
+
+
+def truncated_draft(model: GPT, n_layers: int) -> GPT:
+    """A cheap draft model that shares the target's tokenizer: the target's first
+    ``n_layers`` blocks, its embeddings, final norm and head (weights shared, not copied).
+    Early layers already predict many easy tokens the way the full model would.
+    """
+    if not 1 <= n_layers <= model.config.n_layer:
+        raise ValueError(f"n_layers must be in [1, {model.config.n_layer}]; got {n_layers}")
+    from dataclasses import replace
+
+    draft = GPT.__new__(GPT)
+    torch.nn.Module.__init__(draft)
+    draft.config = replace(model.config, n_layer=n_layers)
+    for name, child in model.named_children():
+        setattr(draft, name, child)
+    draft.blocks = torch.nn.ModuleList(list(model.blocks)[:n_layers])
+    return draft.eval()
+
+
+@dataclass
+class SpeculativeStats:
+    """What the draft proposed and the target kept."""
+
+    proposed: int = 0
+    accepted: int = 0
+    target_calls: int = 0
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.proposed if self.proposed else 0.0
+
+
+def _distribution(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
+    """Probabilities after temperature and the cut-offs (no penalties: they depend on the
+    history, which differs between the positions verified together)."""
+    empty = torch.zeros(logits.shape[0], 1, dtype=torch.long, device=logits.device)
+    return process_logits(logits.float(), empty, config).softmax(dim=-1)
+
+
+@torch.no_grad()
+def speculative_generate(
+    target: GPT,
+    draft: GPT,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    k: int = 4,
+    config: SamplingConfig | None = None,
+    eos_token_id: int | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, SpeculativeStats]:
+    """Speculative decoding: the ``draft`` proposes ``k`` tokens one by one, the ``target``
+    scores all of them in a single forward pass, and the longest acceptable prefix is kept
+    plus one token from the target, so each target call yields between 1 and ``k + 1``
+    tokens.
+
+    Greedy (the default ``config``): a draft token is accepted when it is the target's own
+    argmax, so the output is exactly the target's greedy output. Sampling: token ``x`` is
+    accepted with probability ``min(1, p(x) / q(x))`` (``p`` target, ``q`` draft), and a
+    rejected one is replaced by a sample from ``max(0, p - q)`` renormalised, which makes
+    every output token distributed exactly as the target alone would sample it.
+    """
+    _check_model_inputs(target, input_ids, max_new_tokens)
+    _check_model_inputs(draft, input_ids, max_new_tokens)
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"speculative_generate takes one prompt (1, T); got batch "
+                         f"{input_ids.shape[0]}")
+    if target.config.vocab_size != draft.config.vocab_size:
+        raise ValueError(f"draft and target must share a vocabulary; got sizes "
+                         f"{draft.config.vocab_size} and {target.config.vocab_size}")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k (draft tokens per round) must be an int >= 1; got {k!r}")
+    config = config or SamplingConfig(greedy=True)
+    if config.repetition_penalty != 1 or config.frequency_penalty or config.presence_penalty \
+            or config.banned:
+        raise ValueError("speculative_generate supports temperature, top-k, top-p, min-p and "
+                         "logit bias; not history-dependent penalties or bans")
+    room = input_ids.shape[1] + max_new_tokens + k + 1
+    dtype, device = target.tok_emb.weight.dtype, input_ids.device
+    t_cache = KVCache.allocate(target.config, 1, room, dtype, device)
+    d_cache = KVCache.allocate(draft.config, 1, room, dtype, device)
+    stats, ids = SpeculativeStats(), input_ids
+    goal = input_ids.shape[1] + max_new_tokens
+    was = target.training, draft.training
+    target.eval(), draft.eval()
+    try:
+        while ids.shape[1] < goal:
+            # 1. The draft proposes k tokens (feeding whatever it has not seen yet first).
+            proposal, q_probs = [], []
+            fresh = ids[:, d_cache.length:]
+            for _ in range(k):
+                logits = draft(fresh, cache=d_cache)[:, -1]
+                if config.greedy:
+                    token = process_logits(logits.float(), ids, config).argmax(-1, keepdim=True)
+                else:
+                    q = _distribution(logits, config)
+                    token = torch.multinomial(q, 1, generator=generator)
+                    q_probs.append(q[0])
+                proposal.append(token)
+                fresh = token
+            drafted = torch.cat(proposal, dim=1)  # (1, k)
+            # 2. The target scores the unseen tokens and all k proposals at once.
+            scored = torch.cat([ids[:, t_cache.length:], drafted], dim=1)
+            t_logits = target(scored, cache=t_cache)[0, -(k + 1):]  # (k + 1, vocab)
+            stats.target_calls += 1
+            stats.proposed += k
+            # 3. Keep the longest acceptable prefix, then one token from the target.
+            kept: list[int] = []
+            for j in range(k):
+                token = int(drafted[0, j])
+                if config.greedy:
+                    best = int(process_logits(t_logits[j:j + 1].float(), ids, config).argmax())
+                    if token != best:
+                        kept.append(best)
+                        break
+                else:
+                    p = _distribution(t_logits[j:j + 1], config)[0]
+                    q = q_probs[j]
+                    ratio = (p[token] / q[token]).item()
+                    if torch.rand(1, generator=generator).item() >= min(1.0, ratio):
+                        residual = (p - q).clamp(min=0)
+                        residual = residual / residual.sum() if residual.sum() > 0 else p
+                        kept.append(int(torch.multinomial(residual, 1, generator=generator)))
+                        break
+                kept.append(token)
+                stats.accepted += 1
+            else:  # every proposal accepted: the target's next prediction comes free
+                last = t_logits[k:k + 1]
+                if config.greedy:
+                    kept.append(int(process_logits(last.float(), ids, config).argmax()))
+                else:
+                    kept.append(int(torch.multinomial(_distribution(last, config)[0], 1,
+                                                      generator=generator)))
+            kept = kept[: goal - ids.shape[1]]
+            if eos_token_id is not None and eos_token_id in kept:
+                kept = kept[: kept.index(eos_token_id) + 1]
+            ids = torch.cat([ids, torch.tensor([kept], dtype=ids.dtype, device=device)], dim=1)
+            # 4. Roll both caches back to the tokens that were kept (the last one is unseen).
+            t_cache.crop(ids.shape[1] - 1)
+            d_cache.crop(ids.shape[1] - 1)
+            if eos_token_id is not None and kept[-1] == eos_token_id:
+                break
+    finally:
+        target.train(was[0]), draft.train(was[1])
+    return ids, stats

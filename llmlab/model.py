@@ -37,6 +37,7 @@ __all__ = [
     "sinusoidal_positions",
     "rotary_cos_sin",
     "apply_rotary",
+    "causal_allowed",
     "KVCache",
     "CausalSelfAttention",
     "MLP",
@@ -307,6 +308,33 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 # ----------------------------------------------------------------------------- attention
 
 
+def causal_allowed(
+    offset: int, T: int, device: torch.device | str | None = None,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Which keys each of ``T`` new queries may read, True = allowed, when ``offset``
+    positions came before them: query ``t`` sits at position ``offset + t`` and reads keys
+    ``0..offset + t``. With an ``attention_mask (B, offset + T)`` (0 = padding) padded keys
+    are skipped too, except a padded query's own key: a query with nothing to read would
+    turn into NaN and spread through the cache.
+
+    >>> causal_allowed(1, 2).int()            # 1 cached position, 2 new ones
+    tensor([[1, 1, 0],
+            [1, 1, 1]], dtype=torch.int32)
+    >>> causal_allowed(0, 3, attention_mask=torch.tensor([[0, 1, 1]]))[0, 0].int()
+    tensor([[1, 0, 0],
+            [0, 1, 0],
+            [0, 1, 1]], dtype=torch.int32)
+    """
+    query_pos = torch.arange(offset, offset + T, device=device)[:, None]
+    key_pos = torch.arange(offset + T, device=device)[None, :]
+    allowed = key_pos <= query_pos  # (T, S)
+    if attention_mask is None:
+        return allowed
+    real_key = attention_mask.bool().to(device)[:, None, :]  # (B, 1, S)
+    return (allowed & (real_key | (key_pos == query_pos)))[:, None]  # (B, 1, T, S)
+
+
 class KVCache:
     """The keys and values of every layer for the tokens seen so far, so that each new
     token costs one position of work instead of a pass over the whole prefix.
@@ -361,6 +389,18 @@ class KVCache:
         """Count ``n`` new positions as stored (called once all layers have them)."""
         self.length += n
 
+    def crop(self, length: int) -> None:
+        """Forget every position from ``length`` on (speculative decoding rolls back the
+        rejected draft tokens this way); later updates overwrite them."""
+        if length < 0:
+            raise ValueError(f"crop length must be >= 0; got {length}")
+        self.length = min(self.length, length)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Make row ``i`` a copy of row ``rows[i]`` (beam search keeps the best beams)."""
+        self.keys = [k.index_select(0, rows) for k in self.keys]
+        self.values = [v.index_select(0, rows) for v in self.values]
+
     def bytes(self) -> int:
         """Memory held by the buffers, in bytes."""
         return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
@@ -391,12 +431,15 @@ class CausalSelfAttention(nn.Module):
         return_weights: bool = False,
         cache: KVCache | None = None,
         layer: int = 0,
+        allowed: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``x (B, T, d_model) -> (B, T, d_model)``; with ``return_weights`` also the
         attention weights ``(B, n_head, T, S)`` (row ``t``: how much position ``t`` reads
         from each position). With a ``cache``, ``x`` holds only the new positions: their
         keys and values are stored as layer ``layer``'s and the queries read the whole
-        prefix (``S = cache.length + T``)."""
+        prefix (``S = cache.length + T``). ``allowed`` (broadcastable to ``(B, 1, T, S)``,
+        True where a query may read a key) replaces the plain causal mask, e.g. to skip
+        padding."""
         B, T, _ = x.shape
         # (B, T, heads * head_dim) -> (B, heads, T, head_dim): each head attends separately.
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
@@ -412,10 +455,9 @@ class CausalSelfAttention(nn.Module):
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
 
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, n_head, T, S)
-        # Query t sits at position offset + t: it may read keys 0..offset + t.
-        S = k.shape[2]
-        future = torch.ones(T, S, dtype=torch.bool, device=x.device).triu(diagonal=1 + offset)
-        scores = scores.masked_fill(future, float("-inf"))
+        if allowed is None:
+            allowed = causal_allowed(offset, T, x.device)
+        scores = scores.masked_fill(~allowed, float("-inf"))
         # softmax in float32: exp() of half-precision scores loses too much.
         weights = scores.float().softmax(dim=-1).to(q.dtype)
         y = self.attn_dropout(weights) @ v  # (B, n_head, T, head_dim)
@@ -477,14 +519,15 @@ class Block(nn.Module):
         return_weights: bool = False,
         cache: KVCache | None = None,
         layer: int = 0,
+        allowed: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         drop = self.resid_dropout
         if self.pre_norm:
-            a, weights = self.attn(self.norm1(x), rope, True, cache, layer)
+            a, weights = self.attn(self.norm1(x), rope, True, cache, layer, allowed)
             x = x + drop(a)
             x = x + drop(self.mlp(self.norm2(x)))
         else:
-            a, weights = self.attn(x, rope, True, cache, layer)
+            a, weights = self.attn(x, rope, True, cache, layer, allowed)
             x = self.norm1(x + drop(a))
             x = self.norm2(x + drop(self.mlp(x)))
         return (x, weights) if return_weights else x
@@ -555,47 +598,74 @@ class GPT(nn.Module):
 
     def _trunk(
         self, idx: torch.Tensor, attentions: list | None = None, cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Embeddings -> blocks -> final norm: the hidden states ``(B, T, d_model)``.
         With a ``cache``, ``idx`` holds the tokens after the ``cache.length`` stored ones."""
         self._check_idx(idx)
-        T, cfg = idx.shape[1], self.config
+        (B, T), cfg = idx.shape, self.config
         offset = 0
         if cache is not None:
             offset = cache.length
-            if cache.keys[0].shape[0] != idx.shape[0] or len(cache.keys) != cfg.n_layer:
+            if cache.keys[0].shape[0] != B or len(cache.keys) != cfg.n_layer:
                 raise ValueError(
                     f"the KV cache was allocated for batch {cache.keys[0].shape[0]} and "
-                    f"{len(cache.keys)} layers; got batch {idx.shape[0]} and a model with "
+                    f"{len(cache.keys)} layers; got batch {B} and a model with "
                     f"{cfg.n_layer} layers")
-        if cfg.position == "learned" and offset + T > cfg.context_length:
-            raise ValueError(f"positions up to {offset + T} exceed context_length="
+        positions = torch.arange(offset, offset + T, device=idx.device)[None]  # (1, T)
+        allowed = None
+        if attention_mask is not None:
+            if tuple(attention_mask.shape) != (B, offset + T):
+                raise ValueError(
+                    f"attention_mask must be (batch={B}, cached + new positions="
+                    f"{offset + T}) of 0/1; got shape {tuple(attention_mask.shape)}")
+            # Left padding: a row's first real token is its position 0.
+            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, offset:]
+            allowed = causal_allowed(offset, T, idx.device, attention_mask)
+        top = int(positions.max()) + 1
+        if cfg.position == "learned" and top > cfg.context_length:
+            raise ValueError(f"positions up to {top} exceed context_length="
                              f"{cfg.context_length} (learned positions exist only up to it)")
         x = self.tok_emb(idx)
         rope = None
         if cfg.position == "learned":
-            x = x + self.pos_emb(torch.arange(offset, offset + T, device=idx.device))
+            x = x + self.pos_emb(positions)
         elif cfg.position == "sinusoidal":
-            x = x + sinusoidal_positions(offset + T, cfg.d_model)[offset:].to(x)
+            x = x + sinusoidal_positions(top, cfg.d_model).to(x)[positions]
         else:  # rotary: nothing is added here; queries and keys are rotated in attention
-            cos, sin = rotary_cos_sin(offset + T, cfg.head_dim, cfg.rope_theta, device=idx.device)
-            rope = (cos[offset:].to(x.dtype), sin[offset:].to(x.dtype))
+            cos, sin = rotary_cos_sin(top, cfg.head_dim, cfg.rope_theta, device=idx.device)
+            # (B or 1, 1, T, head_dim): one angle per row and position, shared by the heads
+            rope = (cos.to(x.dtype)[positions][:, None], sin.to(x.dtype)[positions][:, None])
         x = self.emb_dropout(x)
         for layer, block in enumerate(self.blocks):
-            x, weights = block(x, rope, True, cache, layer)
+            x, weights = block(x, rope, True, cache, layer, allowed)
             if attentions is not None:
                 attentions.append(weights)
         if cache is not None:
             cache.advance(T)
         return self.norm_f(x)
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def hidden_states(
+        self, idx: torch.Tensor, cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The final (normalised) hidden states ``(B, T, d_model)`` that ``lm_head`` reads;
+        arguments as ``forward``."""
+        return self._trunk(idx, cache=cache, attention_mask=attention_mask)
+
+    def forward(
+        self, idx: torch.Tensor, cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits ``(B, T, vocab_size)``: row ``t`` scores the token that follows ``idx[:, t]``.
 
         With a ``cache`` (see ``KVCache``), ``idx`` holds only the tokens not yet seen: the
         prefix's keys and values are read from the cache and the new ones added to it.
+        ``attention_mask (B, cached + T)``, 0 on padding, lets rows of different lengths
+        share a batch (left-padded for generation): padding is never attended to and each
+        row's positions start at its first real token.
         """
-        return self.lm_head(self._trunk(idx, cache=cache))
+        return self.lm_head(self._trunk(idx, cache=cache, attention_mask=attention_mask))
 
     def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:
         """Every layer's attention weights, shape ``(n_layer, B, n_head, T, T)``."""

@@ -7,7 +7,8 @@ import pytest
 import torch
 from transformers.generation import logits_process as hf
 
-from llmlab import decoding
+from llmlab import assets, decoding
+from llmlab.model import GPT, ModelConfig
 
 VOCAB = 50
 
@@ -171,3 +172,194 @@ def test_sampling_follows_the_filtered_distribution():
 def test_bad_settings_are_rejected_clearly(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# ----------------------------------------------------------------------------- generation loops
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return assets.load("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def ours(smollm2):
+    return GPT.from_hf_llama(smollm2[0])
+
+
+def tiny_model(seed: int = 0, vocab: int = 40, **overrides) -> GPT:
+    torch.manual_seed(seed)
+    sizes = dict(vocab_size=vocab, n_layer=2, n_head=4, n_kv_head=2, d_model=32,
+                 context_length=128)
+    return GPT(ModelConfig.llama_style(**{**sizes, **overrides})).eval()
+
+
+def test_generate_with_and_without_cache_agree():
+    model = tiny_model()
+    prompt = torch.randint(0, 40, (3, 6))
+    config = decoding.SamplingConfig(temperature=0.8, top_p=0.9, repetition_penalty=1.3)
+    runs = [decoding.generate(model, prompt, 25, config, use_cache=cached,
+                              generator=torch.Generator().manual_seed(7))
+            for cached in (True, False)]
+    assert torch.equal(*runs) and runs[0].shape == (3, 31)
+    assert torch.equal(decoding.generate(model, prompt, 10),
+                       model.generate(prompt, 10, greedy=True))
+
+
+def test_left_padded_batch_gives_each_row_its_own_greedy_output():
+    model = tiny_model(1)
+    prompts = [[3, 4, 5, 6, 7], [8, 9], [10, 11, 12]]
+    ids, mask = decoding.left_pad(prompts, pad_token_id=0)
+    batched = decoding.generate(model, ids, 12, attention_mask=mask)
+    for row, prompt in enumerate(prompts):
+        alone = decoding.generate(model, torch.tensor([prompt]), 12)
+        assert batched[row, -12:].tolist() == alone[0, -12:].tolist(), f"row {row}"
+
+
+def test_left_padded_greedy_matches_transformers(smollm2, ours):
+    hf_model, tokenizer = smollm2
+    texts = ["The capital of France is", "Water boils at", "1, 2, 3, 4,"]
+    rows = [tokenizer(t).input_ids for t in texts]
+    ids, mask = decoding.left_pad(rows, pad_token_id=tokenizer.pad_token_id or 0)
+    expected = hf_model.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id or 0)
+    got = decoding.generate(ours, ids, 10, attention_mask=mask)
+    assert got.tolist() == expected.tolist()
+
+
+def test_eos_ends_rows_and_pads_them():
+    model = tiny_model(2)
+    prompt = torch.randint(0, 40, (2, 4))
+    free = decoding.generate(model, prompt, 15)
+    eos = int(free[0, 6])  # a token row 0 emits early
+    out = decoding.generate(model, prompt, 15, eos_token_id=eos, pad_token_id=39)
+    first = out[0, 4:].tolist().index(eos)
+    assert set(out[0, 4 + first + 1:].tolist()) <= {39}
+
+
+@pytest.mark.parametrize("prompt, num_beams, length_penalty, early_stopping, n", [
+    ("The capital of France is", 4, 1.0, True, 8),
+    ("Once upon a time", 3, 0.5, False, 10),
+    ("<|im_start|>user\nSay hi<|im_end|>\n<|im_start|>assistant\n", 2, 1.0, True, 24),
+])
+def test_beam_search_matches_transformers(smollm2, ours, prompt, num_beams, length_penalty,
+                                          early_stopping, n):
+    hf_model, tokenizer = smollm2
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    expected = hf_model.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, num_beams=num_beams,
+        do_sample=False, length_penalty=length_penalty, early_stopping=early_stopping,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+    found = decoding.beam_search(ours, ids, n, num_beams, length_penalty=length_penalty,
+                                 early_stopping=early_stopping, eos_token_id=tokenizer.eos_token_id)
+    assert found[0].tokens == expected[0, ids.shape[1]:].tolist()
+    assert [h.score for h in found] == sorted((h.score for h in found), reverse=True)
+
+
+def test_one_beam_is_greedy():
+    model = tiny_model(3)
+    prompt = torch.randint(0, 40, (1, 5))
+    [best] = decoding.beam_search(model, prompt, 12, num_beams=1)
+    assert best.tokens == decoding.generate(model, prompt, 12)[0, 5:].tolist()
+
+
+class CharTokenizer:
+    """Token i is the character chr(first + i): enough to test streaming and stops."""
+
+    def __init__(self, first: int = 97, size: int = 40):
+        self.first, self.size = first, size
+
+    def encode(self, text: str) -> list[int]:
+        return [ord(c) - self.first for c in text]
+
+    def decode(self, ids) -> str:
+        return "".join(chr(self.first + i) for i in ids)
+
+
+def test_stream_pieces_join_to_the_generated_text_and_stop_strings_cut():
+    model, tok = tiny_model(4), CharTokenizer()
+    pieces = list(decoding.stream_text(model, tok, "abc", 20))
+    generated = decoding.generate(model, torch.tensor([tok.encode("abc")]), 20)
+    full = tok.decode(generated[0, 3:].tolist())
+    assert "".join(pieces) == full and len(pieces) > 1
+    stop = full[8:10]
+    cut = decoding.generate_text(model, tok, "abc", 20, stop=[stop])
+    assert cut == full[: full.find(stop)]
+
+
+def test_stream_never_shows_half_a_character(smollm2, ours):
+    _, tokenizer = smollm2
+    pieces = list(decoding.stream_text(ours, tokenizer, "Three emoji in a row: 🙂🙂", 12))
+    assert all("\ufffd" not in piece for piece in pieces)
+    assert "".join(pieces) == tokenizer.decode(
+        decoding.generate(ours, torch.tensor([tokenizer.encode("Three emoji in a row: 🙂🙂")]),
+                          12)[0, len(tokenizer.encode("Three emoji in a row: 🙂🙂")):])
+
+
+def test_held_back_text():
+    assert decoding._held_back("hello wor", ["world"]) == 3
+    assert decoding._held_back("abc\ufffd", []) == 1
+    assert decoding._held_back("abc", ["xyz"]) == 0
+
+
+# ----------------------------------------------------------------------------- speculative
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_speculative_greedy_is_the_target_greedy(k):
+    target = tiny_model(5, n_layer=4)
+    draft = decoding.truncated_draft(target, 2)
+    prompt = torch.randint(0, 40, (1, 6))
+    got, stats = decoding.speculative_generate(target, draft, prompt, 30, k=k)
+    assert torch.equal(got, decoding.generate(target, prompt, 30))
+    assert stats.target_calls <= 30 and 0 <= stats.accepted <= stats.proposed
+
+
+def test_speculative_with_the_target_as_its_own_draft_accepts_everything():
+    target = tiny_model(6)
+    prompt = torch.randint(0, 40, (1, 5))
+    got, stats = decoding.speculative_generate(target, target, prompt, 20, k=4)
+    assert torch.equal(got, decoding.generate(target, prompt, 20))
+    assert stats.acceptance_rate == 1.0 and stats.target_calls == 4  # 5 tokens per call
+
+
+def test_speculative_greedy_matches_smollm2(ours):
+    prompt = torch.tensor([[1, 504, 3458, 282, 4649, 314, 2114]])
+    draft = decoding.truncated_draft(ours, 20)
+    got, _ = decoding.speculative_generate(ours, draft, prompt, 12, k=3)
+    assert torch.equal(got, decoding.generate(ours, prompt, 12))
+
+
+def test_speculative_sampling_keeps_the_target_distribution():
+    # Tiny vocabulary: the distribution of the first two sampled tokens under speculative
+    # sampling must equal the target's own, although the draft's differs a lot.
+    target, draft = tiny_model(7, vocab=6, n_layer=2), tiny_model(8, vocab=6, n_layer=1)
+    prompt = torch.tensor([[1, 2, 3]])
+    config = decoding.SamplingConfig(temperature=1.0)
+    with torch.no_grad():
+        p = target(prompt)[0, -1].softmax(-1)
+    g = torch.Generator().manual_seed(0)
+    n = 3000
+    firsts = [int(decoding.speculative_generate(target, draft, prompt, 1, k=2, config=config,
+                                                generator=g)[0][0, 3]) for _ in range(n)]
+    counts = torch.bincount(torch.tensor(firsts), minlength=6).float() / n
+    assert torch.allclose(counts, p, atol=0.03), (counts, p)
+
+
+def test_speculative_and_draft_errors():
+    target, two = tiny_model(9), torch.zeros(1, 2, dtype=torch.long)
+    with pytest.raises(ValueError, match="share a vocabulary"):
+        decoding.speculative_generate(target, tiny_model(9, vocab=41), two, 3)
+    with pytest.raises(ValueError, match="k .* >= 1"):
+        decoding.speculative_generate(target, target, two, 3, k=0)
+    with pytest.raises(ValueError, match=r"n_layers must be in \[1, 2\]"):
+        decoding.truncated_draft(target, 3)
+    with pytest.raises(ValueError, match="one prompt"):
+        decoding.beam_search(target, torch.zeros(2, 2, dtype=torch.long), 3)
+    with pytest.raises(ValueError, match="num_beams must be"):
+        decoding.beam_search(target, torch.zeros(1, 2, dtype=torch.long), 3, num_beams=0)
+    with pytest.raises(ValueError, match="llmlab.model.GPT"):
+        decoding.generate("not a model", torch.zeros(1, 2, dtype=torch.long), 3)
+    with pytest.raises(ValueError, match="attention_mask must have the shape"):
+        decoding.generate(target, torch.zeros(1, 2, dtype=torch.long), 3,
+                          attention_mask=torch.ones(1, 3))
