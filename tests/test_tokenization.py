@@ -478,3 +478,177 @@ def test_encode_iterable_is_lazy(gpt2):
 def test_encode_iterable_equals_encode_for_any_split(small, pieces, chunk_chars):
     text = "".join(pieces)
     assert list(small.encode_iterable(pieces, chunk_chars=chunk_chars)) == small.encode(text)
+
+
+# --------------------------------------------------------------------------------------
+# tiktoken-style encodings: ranks, recovered merges, other pre-tokenisation patterns
+# --------------------------------------------------------------------------------------
+
+PATTERNS = {"cl100k": tokenization.CL100K_PATTERN, "o200k": tokenization.O200K_PATTERN}
+
+# Pieces where cl100k's and o200k's patterns differ from GPT-2's: case changes, upper-case
+# contractions, \r\n, digit runs, slashes, combining marks, non-breaking spaces.
+TIKTOKEN_TRICKY = TRICKY + ["A", "B", "\r", "\r\n", "123", "4567", "'S", "'LL", "/", "\u0301",
+                            "\u00a0", "Hi", "x\n  \n", ".\n\n"]
+
+
+def tiktoken_text(max_size: int = 40) -> st.SearchStrategy[str]:
+    pieces = st.lists(st.sampled_from([*TIKTOKEN_TRICKY, EOT]), max_size=max_size).map("".join)
+    return st.text(max_size=120) | pieces
+
+
+@pytest.fixture(scope="module")
+def small_ranks(tmp_path_factory) -> dict[bytes, int]:
+    """Ranks (bytes -> id) of a BPE trained on text with capitals, digits, CRLF and marks."""
+    text = english_text(30_000, seed=3).replace(". ", ". The ").replace("\n", "\r\n")
+    text += " Café Zoë 12345 camelCaseWords HTTPServer I'LL don'T नमस्ते दुनिया " * 20
+    vocab, _ = train_bpe(write(tmp_path_factory.mktemp("ranks"), text), 700)
+    return {piece: token_id for token_id, piece in vocab.items()}
+
+
+@pytest.fixture(scope="module", params=sorted(PATTERNS))
+def small_pair(request, small_ranks):
+    """(llmlab Tokenizer, tiktoken Encoding) on the same small ranks, pattern and specials."""
+    tiktoken = pytest.importorskip("tiktoken")
+    pattern = PATTERNS[request.param]
+    specials = {EOT: len(small_ranks)}
+    ours = Tokenizer.from_ranks(small_ranks, pattern, specials)
+    theirs = tiktoken.Encoding(name=f"small-{request.param}", pat_str=pattern,
+                               mergeable_ranks=small_ranks, special_tokens=specials)
+    return ours, theirs
+
+
+def test_recovered_merges_are_the_trained_merges(tmp_path):
+    text = english_text(20_000, seed=4) + " Größe 😀 naïve 1234567 " * 10
+    vocab, merges = train_bpe(write(tmp_path, text), 500)
+    ranks = {piece: token_id for token_id, piece in vocab.items()}
+    assert tokenization.merges_from_ranks(ranks) == merges
+
+
+@given(tiktoken_text())
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_ranks_tokenizer_matches_tiktoken(small_pair, text):
+    ours, theirs = small_pair
+    assert ours.encode(text) == theirs.encode(text, allowed_special="all")
+    assert ours.decode(ours.encode(text)) == text
+
+
+@pytest.mark.parametrize("name", sorted(PATTERNS))
+def test_pretokenize_with_a_pattern_matches_tiktoken_pieces(small_ranks, name):
+    tiktoken = pytest.importorskip("tiktoken")
+    encoding = tiktoken.Encoding(name=name, pat_str=PATTERNS[name],
+                                 mergeable_ranks=small_ranks, special_tokens={})
+    text = "".join(TIKTOKEN_TRICKY) + " HTTPServer's camelCase I'LL 1234567 a/b\r\n\r\n  x"
+    # each pre-token is encoded on its own, so encoding pre-token by pre-token is the same
+    per_piece = [i for piece in pretokenize(text, pattern=PATTERNS[name])
+                 for i in encoding.encode_ordinary(piece)]
+    assert per_piece == encoding.encode_ordinary(text)
+    assert "".join(pretokenize(text, pattern=PATTERNS[name])) == text
+
+
+def test_patterns_differ_where_documented():
+    assert pretokenize("camelCase", pattern=tokenization.O200K_PATTERN) == ["camel", "Case"]
+    assert pretokenize("camelCase", pattern=tokenization.CL100K_PATTERN) == ["camelCase"]
+    assert pretokenize("12345") == ["12345"]
+    assert pretokenize("12345", pattern=tokenization.CL100K_PATTERN) == ["123", "45"]
+
+
+@given(st.lists(tiktoken_text(12), max_size=12), st.integers(1, 40))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_encode_iterable_with_tiktoken_patterns(small_pair, pieces, chunk_chars):
+    ours, _ = small_pair
+    streamed = list(ours.encode_iterable(pieces, chunk_chars=chunk_chars))
+    assert streamed == ours.encode("".join(pieces))
+
+
+def test_read_tiktoken_ranks_and_errors(tmp_path):
+    good = tmp_path / "good.tiktoken"
+    good.write_text("YQ== 0\nYg== 1\n\nYWI= 2\n")
+    assert tokenization.read_tiktoken_ranks(good) == {b"a": 0, b"b": 1, b"ab": 2}
+    bad = tmp_path / "bad.tiktoken"
+    bad.write_text("YQ== 0\nnot-base64! 1\n")
+    with pytest.raises(ValueError, match=r"bad.tiktoken:2: expected '<base64> <rank>'"):
+        tokenization.read_tiktoken_ranks(bad)
+    with pytest.raises(FileNotFoundError, match="tiktoken rank file not found"):
+        tokenization.read_tiktoken_ranks(tmp_path / "missing.tiktoken")
+
+
+def test_ranks_and_pattern_errors():
+    byte_ranks = {bytes([b]): b for b in range(256)}
+    with pytest.raises(ValueError, match=r"all 256 single bytes; missing \[0\]"):
+        tokenization.merges_from_ranks({bytes([b]): b for b in range(1, 256)})
+    with pytest.raises(ValueError, match=r"token b'abc' \(rank 256\) cannot be built"):
+        tokenization.merges_from_ranks({**byte_ranks, b"abc": 256})  # no "ab" or "bc" first
+    with pytest.raises(ValueError, match=r"'<\|end\|>' has id 97, which the ranks already"):
+        Tokenizer.from_ranks(byte_ranks, tokenization.CL100K_PATTERN, {"<|end|>": 97})
+    with pytest.raises(ValueError, match="every token its own id"):
+        Tokenizer.from_ranks({**byte_ranks, b"ab": 97}, tokenization.CL100K_PATTERN)
+    with pytest.raises(ValueError, match="not a valid regex"):
+        Tokenizer(initial_vocab(), [], pattern="(unclosed")
+    with pytest.raises(ValueError, match="matches the empty string"):
+        Tokenizer(initial_vocab(), [], pattern=r"\s*")
+    with pytest.raises(ValueError, match="non-empty regex string"):
+        pretokenize("x", pattern="")
+
+
+# --------------------------------------------------------------------------------------
+# WordPiece (BERT) with MiniLM's real vocabulary, against BertTokenizerFast
+# --------------------------------------------------------------------------------------
+
+WORDPIECE_CASES = [
+    "Héllo, World! 你好 don't",
+    "ΟΔΟΣ Straße naïve café Ünïcödé",
+    "Tokenization is unbelievably useful; tokenizers aren't.",
+    "x\x1c\x85\u2028y\u00a0z\u200b\tw\r\n",
+    "$100+<tag>|~`^ 3.14159 e-mail@example.com",
+    "supercalifragilisticexpialidocious " + "a" * 120,
+    "नमस्ते दुनिया 안녕하세요 مرحبا 機器學習",
+    "emoji 😀🎉 👩‍👩‍👧",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm_wordpiece():
+    """(MiniLM's vocab as token -> id, BertTokenizerFast from MiniLM's tokenizer.json)."""
+    from transformers import BertTokenizerFast
+
+    from llmlab import assets
+
+    folder = assets.path("all-minilm-l6-v2")
+    lines = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    return ({token: i for i, token in enumerate(lines)},
+            BertTokenizerFast(tokenizer_file=str(folder / "tokenizer.json")))
+
+
+def wordpiece_ids(text: str, vocab: dict[str, int]) -> list[int]:
+    words = tokenization.bert_pretokenize(text)
+    pieces = [piece for word in words for piece in tokenization.wordpiece(word, vocab)]
+    return [vocab["[CLS]"], *(vocab[p] for p in pieces), vocab["[SEP]"]]
+
+
+@pytest.mark.parametrize("text", WORDPIECE_CASES)
+def test_wordpiece_matches_bert_tokenizer_fast(minilm_wordpiece, text):
+    vocab, hf = minilm_wordpiece
+    assert wordpiece_ids(text, vocab) == hf(text)["input_ids"]
+
+
+# Latin, Greek, Cyrillic, Hebrew and CJK: scripts whose character classes Python and the
+# Rust tables agree on (recent Unicode additions elsewhere may be classified differently).
+bert_text = st.text(st.characters(max_codepoint=0x5FF, blacklist_categories=("Cs",),
+                                  blacklist_characters="\x00[")
+                    | st.sampled_from("你好機器學習😀"), max_size=60)
+
+
+@given(bert_text)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_wordpiece_matches_bert_on_arbitrary_text(minilm_wordpiece, text):
+    vocab, hf = minilm_wordpiece
+    assert wordpiece_ids(text, vocab) == hf(text)["input_ids"]
+
+
+def test_wordpiece_unknown_words_and_long_words():
+    vocab = {"un", "##do", "##able", "do"}
+    assert tokenization.wordpiece("undoable", vocab) == ["un", "##do", "##able"]
+    assert tokenization.wordpiece("undox", vocab) == ["[UNK]"]  # no piece for "x": all lost
+    assert tokenization.wordpiece("do" * 60, vocab | {"##do"}, max_chars=100) == ["[UNK]"]
+    assert tokenization.bert_pretokenize("ΟΔΟΣ", lowercase=False) == ["ΟΔΟΣ"]
