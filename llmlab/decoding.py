@@ -16,11 +16,14 @@ tensor([[2., 1., -inf, -inf]])
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import regex
 import torch
 
 from llmlab.model import GPT, KVCache
@@ -357,6 +360,24 @@ def left_pad(
     return ids, mask
 
 
+class Stepper:
+    """Feeds a growing batch of sequences to ``model`` and returns the next-token logits:
+    with a cache each token is fed once, without one the whole sequence every time."""
+
+    def __init__(self, model: GPT, batch_size: int, max_len: int, use_cache: bool = True):
+        self.model, self.cache = model, None
+        if use_cache:
+            weight = model.tok_emb.weight
+            self.cache = KVCache.allocate(model.config, batch_size, max_len, weight.dtype,
+                                          weight.device)
+
+    @torch.no_grad()
+    def next_logits(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(B, vocab)`` for the token after ``ids (B, T)``."""
+        fresh = ids if self.cache is None else ids[:, self.cache.length:]
+        return self.model(fresh, cache=self.cache, attention_mask=mask)[:, -1]
+
+
 def iter_next_tokens(
     model: GPT,
     input_ids: torch.Tensor,
@@ -380,18 +401,13 @@ def iter_next_tokens(
     if mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask must have the shape of input_ids "
                          f"{tuple(input_ids.shape)}; got {tuple(mask.shape)}")
-    cache = None
-    if use_cache:
-        cache = KVCache.allocate(model.config, B, T + max_new_tokens,
-                                 model.tok_emb.weight.dtype, input_ids.device)
+    stepper = Stepper(model, B, T + max_new_tokens, use_cache)
     was_training = model.training
     model.eval()
     ids = input_ids
     try:
         for _ in range(max_new_tokens):
-            fresh = ids if cache is None else ids[:, cache.length:]
-            with torch.no_grad():
-                logits = model(fresh, cache=cache, attention_mask=mask)[:, -1]
+            logits = stepper.next_logits(ids, mask)
             next_id = choose_next_token(logits, ids, config, generator)
             yield next_id
             ids = torch.cat([ids, next_id.to(ids.dtype)], dim=1)
@@ -750,3 +766,208 @@ def speculative_generate(
     finally:
         target.train(was[0]), draft.train(was[1])
     return ids, stats
+
+
+# ----------------------------------------------------------------------------- contrastive search
+
+
+@torch.no_grad()
+def contrastive_search(
+    model: GPT,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    top_k: int = 4,
+    penalty_alpha: float = 0.6,
+    eos_token_id: int | None = None,
+) -> torch.Tensor:
+    """Contrastive search (Su et al., 2022): among the ``top_k`` most likely next tokens,
+    pick the one maximising ``(1 - alpha) * p(token) - alpha * max_similarity``, where
+    ``max_similarity`` is the highest cosine similarity between the candidate's hidden
+    state and those of every earlier token. Likely tokens that would say something already
+    said are penalised, which avoids greedy decoding's loops without sampling's
+    randomness. ``penalty_alpha = 0`` is greedy decoding.
+    """
+    _check_model_inputs(model, input_ids, max_new_tokens)
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"contrastive_search takes one prompt (1, T); got batch "
+                         f"{input_ids.shape[0]}")
+    if not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be an int >= 1; got {top_k!r}")
+    if not 0 <= penalty_alpha <= 1:
+        raise ValueError(f"penalty_alpha must be in [0, 1]; got {penalty_alpha!r}")
+    T = input_ids.shape[1]
+    cache = KVCache.allocate(model.config, 1, T + max_new_tokens + 1,
+                             model.tok_emb.weight.dtype, input_ids.device)
+    was_training = model.training
+    model.eval()
+    try:
+        hidden = model.hidden_states(input_ids, cache=cache)[0]  # (T, d): the context so far
+        logits = model.lm_head(hidden[-1:])  # (1, vocab)
+        ids = input_ids
+        for _ in range(max_new_tokens):
+            probs, candidates = logits.float().softmax(-1).topk(top_k, dim=-1)  # (1, k)
+            # Look one token ahead for every candidate at once: k copies of the cache.
+            trial = KVCache(list(cache.keys), list(cache.values))
+            trial.length = cache.length
+            trial.reorder(torch.zeros(top_k, dtype=torch.long, device=ids.device))
+            cand_hidden = model.hidden_states(candidates.T, cache=trial)[:, -1]  # (k, d)
+            similarity = torch.nn.functional.cosine_similarity(
+                cand_hidden[:, None, :], hidden[None, :, :], dim=-1)  # (k, context)
+            score = (1 - penalty_alpha) * probs[0] - penalty_alpha * similarity.amax(dim=-1)
+            best = int(score.argmax())
+            token = candidates[:, best : best + 1]
+            ids = torch.cat([ids, token.to(ids.dtype)], dim=1)
+            trial.reorder(torch.tensor([best], device=ids.device))
+            cache = trial
+            hidden = torch.cat([hidden, cand_hidden[best : best + 1]], dim=0)
+            logits = model.lm_head(cand_hidden[best : best + 1])
+            if eos_token_id is not None and int(token) == eos_token_id:
+                break
+    finally:
+        model.train(was_training)
+    return ids
+
+
+# ----------------------------------------------------------------------------- constrained decoding
+
+
+def token_strings(tokenizer: Any, vocab_size: int) -> list[str | None]:
+    """The text each token id stands for, or None for ids that cannot be used on their
+    own in constrained decoding (the middle of a multi-byte character, or nothing)."""
+    out: list[str | None] = []
+    for token in range(vocab_size):
+        try:
+            text = tokenizer.decode([token])
+        except (KeyError, IndexError, ValueError):
+            text = ""
+        out.append(text if text and "\ufffd" not in text else None)
+    return out
+
+
+def json_object_pattern(fields: Mapping[str, str], max_string: int = 40) -> str:
+    """A regex for a one-line JSON object with exactly ``fields`` (name -> ``"string"``,
+    ``"integer"``, ``"number"`` or ``"boolean"``), in that order, ``{"a": 1, "b": "x"}``
+    style. Every text it matches is valid JSON.
+
+    >>> import json, regex
+    >>> pattern = json_object_pattern({"name": "string", "age": "integer"})
+    >>> json.loads(regex.fullmatch(pattern, '{"name": "Ada", "age": 36}').group())
+    {'name': 'Ada', 'age': 36}
+    """
+    values = {
+        "string": r'"[^"\\\x00-\x1f]{0,' + str(max_string) + '}"',
+        "integer": r"-?(0|[1-9][0-9]{0,8})",
+        "number": r"-?(0|[1-9][0-9]{0,8})(\.[0-9]{1,6})?",
+        "boolean": r"(true|false)",
+    }
+    if not fields:
+        raise ValueError("json_object_pattern needs at least one field")
+    parts = []
+    for name, kind in fields.items():
+        if kind not in values:
+            raise ValueError(f"field {name!r}: type must be one of {sorted(values)}; got {kind!r}")
+        if not name or any(c in name for c in '"\\') or not name.isprintable():
+            raise ValueError(f"field names must be plain printable text; got {name!r}")
+        parts.append(regex.escape(json.dumps(name)) + ": " + values[kind])
+    return r"\{" + ", ".join(parts) + r"\}"
+
+
+class RegexConstraint:
+    """Which tokens may come next so that the text can still end up matching ``pattern``.
+
+    ``strings[token]`` is the text of each token id (``token_strings``). A token is allowed
+    when the text plus its string is a prefix of some full match (``regex``'s partial
+    matching), and EOS is allowed once the text is a full match.
+
+    >>> constraint = RegexConstraint(r"(yes|no)!", ["y", "n", "es", "o", "!", "x"])
+    >>> [t for t in range(6) if constraint.allows("", t)], constraint.allows("yes", 4)
+    ([0, 1], True)
+    """
+
+    def __init__(self, pattern: str, strings: Sequence[str | None],
+                 eos_token_id: int | None = None):
+        try:
+            self.regex = regex.compile(pattern)
+        except regex.error as error:
+            raise ValueError(f"pattern {pattern!r} is not a valid regex: {error}") from None
+        self.pattern, self.strings, self.eos_token_id = pattern, strings, eos_token_id
+
+    def complete(self, text: str) -> bool:
+        return self.regex.fullmatch(text) is not None
+
+    def allows(self, text: str, token: int) -> bool:
+        if token == self.eos_token_id:
+            return self.complete(text)
+        piece = self.strings[token]
+        return piece is not None and self.regex.fullmatch(text + piece, partial=True) is not None
+
+
+@torch.no_grad()
+def constrained_generate(
+    model: GPT,
+    tokenizer: Any,
+    prompt: str,
+    pattern: str,
+    max_new_tokens: int = 64,
+    config: SamplingConfig | None = None,
+    *,
+    eos_token_id: int | None = None,
+    generator: torch.Generator | None = None,
+    strings: Sequence[str | None] | None = None,
+) -> str:
+    """Generate text that fully matches the regex ``pattern``, whatever the model prefers.
+
+    At each step only the tokens a ``RegexConstraint`` allows can be chosen. Without an
+    ``eos_token_id`` generation stops at the first full match; with one, EOS becomes
+    allowed there and the model decides whether to go on while the pattern lets it.
+    Greedy decoding tries tokens best first and takes the first allowed one (it rarely
+    tests more than a handful); sampling tests them all. Raises ``RuntimeError`` if
+    ``max_new_tokens`` runs out before the match is complete.
+    """
+    config = config or SamplingConfig(greedy=True)
+    if strings is None:
+        strings = token_strings(tokenizer, model.config.vocab_size)
+    if len(strings) != model.config.vocab_size:
+        raise ValueError(f"strings must give one entry per token ({model.config.vocab_size}); "
+                         f"got {len(strings)}")
+    constraint = RegexConstraint(pattern, strings, eos_token_id)
+    ids = torch.tensor([list(tokenizer.encode(prompt))])
+    _check_model_inputs(model, ids, max_new_tokens)
+    stepper = Stepper(model, 1, ids.shape[1] + max_new_tokens)
+    was_training = model.training
+    model.eval()
+    text = ""
+    try:
+        for _ in range(max_new_tokens):
+            if eos_token_id is None and constraint.complete(text):
+                return text
+            scores = process_logits(stepper.next_logits(ids).float(), ids, config)[0]
+            token = _choose_allowed(scores, functools.partial(constraint.allows, text),
+                                    config.greedy, generator)
+            if token is None:
+                raise RuntimeError(f"no token can continue {text!r} towards {pattern!r}")
+            if token == eos_token_id:
+                return text
+            text += strings[token]
+            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    finally:
+        model.train(was_training)
+    if not constraint.complete(text):
+        raise RuntimeError(f"max_new_tokens={max_new_tokens} ran out before the output "
+                           f"matched the pattern; got {text!r}")
+    return text
+
+
+def _choose_allowed(
+    scores: torch.Tensor, allowed: Any, greedy: bool, generator: torch.Generator | None,
+) -> int | None:
+    """The best allowed token (greedy) or a sample among the allowed ones; None if none."""
+    if greedy:
+        return next((int(t) for t in scores.argsort(descending=True)
+                     if scores[t] > NEG_INF and allowed(int(t))), None)
+    mask = torch.tensor([bool(scores[t] > NEG_INF) and allowed(t) for t in range(len(scores))])
+    if not mask.any():
+        return None
+    probs = scores.masked_fill(~mask, NEG_INF).softmax(-1)
+    return int(torch.multinomial(probs, 1, generator=generator))

@@ -363,3 +363,88 @@ def test_speculative_and_draft_errors():
     with pytest.raises(ValueError, match="attention_mask must have the shape"):
         decoding.generate(target, torch.zeros(1, 2, dtype=torch.long), 3,
                           attention_mask=torch.ones(1, 3))
+
+
+# ----------------------------------------------------------------------------- contrastive search
+
+
+def naive_contrastive(model, ids, steps, top_k, alpha):
+    """The definition, recomputing everything for every candidate (no cache)."""
+    for _ in range(steps):
+        context = model.hidden_states(ids)[0]  # (T, d)
+        probs = model.lm_head(context[-1]).softmax(-1)
+        top_p, top_ids = probs.topk(top_k)
+        scores = []
+        for p, token in zip(top_p, top_ids, strict=True):
+            h = model.hidden_states(torch.cat([ids, token.view(1, 1)], dim=1))[0, -1]
+            penalty = torch.nn.functional.cosine_similarity(h[None], context, dim=-1).max()
+            scores.append((1 - alpha) * p - alpha * penalty)
+        ids = torch.cat([ids, top_ids[int(torch.stack(scores).argmax())].view(1, 1)], dim=1)
+    return ids
+
+
+@pytest.mark.parametrize("top_k, alpha", [(1, 0.5), (3, 0.6), (5, 0.9)])
+def test_contrastive_search_follows_its_definition(top_k, alpha):
+    model = tiny_model(10)
+    prompt = torch.randint(0, 40, (1, 5))
+    with torch.no_grad():
+        expected = naive_contrastive(model, prompt, 12, top_k, alpha)
+    assert torch.equal(decoding.contrastive_search(model, prompt, 12, top_k=top_k,
+                                                   penalty_alpha=alpha), expected)
+
+
+def test_contrastive_search_without_penalty_is_greedy():
+    model = tiny_model(11)
+    prompt = torch.randint(0, 40, (1, 5))
+    assert torch.equal(decoding.contrastive_search(model, prompt, 15, penalty_alpha=0.0),
+                       decoding.generate(model, prompt, 15))
+
+
+# ----------------------------------------------------------------------------- constrained
+
+
+PRINTABLE = CharTokenizer(first=32, size=95)  # ' ' .. '~'
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("greedy", [True, False])
+def test_constrained_output_always_matches(seed, greedy):
+    import json
+
+    import regex
+
+    model = tiny_model(seed, vocab=95)
+    strings = [PRINTABLE.decode([i]) for i in range(95)]
+    pattern = decoding.json_object_pattern({"name": "string", "age": "integer", "ok": "boolean"},
+                                           max_string=8)
+    config, g = decoding.SamplingConfig(greedy=greedy), torch.Generator().manual_seed(seed)
+    out = decoding.constrained_generate(model, PRINTABLE, "hi", pattern, 80, config,
+                                        strings=strings, generator=g)
+    assert regex.fullmatch(pattern, out)
+    assert set(json.loads(out)) == {"name", "age", "ok"}
+    other = decoding.constrained_generate(model, PRINTABLE, "hi", r"(cat|dog)s? [0-9]{2}", 20,
+                                          config, strings=strings)
+    assert regex.fullmatch(r"(cat|dog)s? [0-9]{2}", other)
+
+
+def test_constrained_json_from_smollm2(smollm2, ours):
+    import json
+
+    _, tokenizer = smollm2
+    pattern = decoding.json_object_pattern({"name": "string", "age": "integer"})
+    prompt = "<|im_start|>user\nDescribe Ada Lovelace as JSON.<|im_end|>\n<|im_start|>assistant\n"
+    out = decoding.constrained_generate(ours, tokenizer, prompt, pattern, 40)
+    assert set(json.loads(out)) == {"name", "age"}
+
+
+def test_constrained_errors():
+    model = tiny_model(12, vocab=95)
+    strings = [PRINTABLE.decode([i]) for i in range(95)]
+    with pytest.raises(RuntimeError, match="ran out before"):
+        decoding.constrained_generate(model, PRINTABLE, "hi", "[a-z]{10}", 4, strings=strings)
+    with pytest.raises(ValueError, match="not a valid regex"):
+        decoding.constrained_generate(model, PRINTABLE, "hi", "(", 4, strings=strings)
+    with pytest.raises(ValueError, match="one entry per token"):
+        decoding.constrained_generate(model, PRINTABLE, "hi", "a", 4, strings=strings[:3])
+    with pytest.raises(ValueError, match="type must be one of"):
+        decoding.json_object_pattern({"x": "date"})
