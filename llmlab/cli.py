@@ -1,7 +1,8 @@
 """The ``llmlab`` command.
 
-``llmlab assets list|fetch|verify|path|pack|install``, ``llmlab labs build|check``, and for
-running a workshop ``llmlab doctor`` and ``llmlab progress FOLDER``.
+``llmlab assets list|fetch|verify|path|pack|install``, ``llmlab labs build|check``, for
+running a workshop ``llmlab doctor`` and ``llmlab progress FOLDER``, and
+``llmlab train --config FILE [--set key=value ...]`` (also under ``torchrun``).
 """
 
 from __future__ import annotations
@@ -130,6 +131,31 @@ def _labs_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from llmlab.training import Trainer, load_config
+
+    try:
+        config = load_config(args.config, args.overrides)
+        trainer = Trainer(config)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"llmlab train: {error}", file=sys.stderr)
+        return 2
+    trainer.fit()
+    if trainer.is_main:
+        last = trainer.history[-1]
+        steps_per_s = len(trainer.history) / max(sum(r["seconds"] for r in trainer.history),
+                                                 1e-9)
+        ranks = f" on {trainer.world_size} processes" if trainer.world_size > 1 else ""
+        print(f"step {trainer.step}: train loss {last['loss']:.4f}, "
+              f"{steps_per_s:.1f} steps/s (this run{ranks})")
+        if trainer.evaluations:
+            evaluation = trainer.evaluations[-1]
+            print(f"validation loss {evaluation['val_loss']:.4f} "
+                  f"(perplexity {evaluation['val_ppl']:.2f})")
+        print(f"checkpoint: {trainer.out_dir / 'checkpoint.pt'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmlab", description="LLM Lab course tools")
     groups = parser.add_subparsers(dest="group", required=True)
@@ -180,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     room.add_argument("--jobs", type=int, default=1, metavar="N",
                       help="notebooks run at once (default 1)")
     room.set_defaults(run=_progress)
+    trainer = groups.add_parser(
+        "train", help="pretrain a GPT from a YAML config (runs under torchrun too)")
+    trainer.add_argument("--config", required=True, metavar="FILE",
+                         help="a YAML file such as configs/shakespeare_char.yaml")
+    trainer.add_argument("--set", dest="overrides", action="append", default=[],
+                         metavar="KEY=VALUE",
+                         help="override a setting, e.g. --set max_steps=200 --set model.n_layer=2")
+    trainer.set_defaults(run=_train)
     return parser
 
 

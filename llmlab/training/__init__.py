@@ -1,0 +1,48 @@
+"""Pretraining a GPT, from scratch and the production way (chapter 04).
+
+- ``llmlab.training.data``: token files, memory maps, random-window batches
+- ``llmlab.training.objectives``: causal-LM cross-entropy, masked-LM and span corruption
+- ``llmlab.training.optim``: AdamW, warm-up + cosine, clipping, accumulation, mixed
+  precision, activation checkpointing
+- ``llmlab.training.config``: ``TrainConfig`` and the YAML files in ``configs/``
+- ``llmlab.training.trainer``: ``Trainer``/``train`` with evaluation, checkpoints,
+  TensorBoard, and data parallelism (torchrun or ``run_data_parallel``)
+"""
+
+from llmlab.training.config import TrainConfig, apply_overrides, load_config
+from llmlab.training.data import (
+    CharTokenizer,
+    WindowSampler,
+    encode_file,
+    read_tokens,
+    split_tokens,
+    token_dtype,
+    write_tokens,
+)
+from llmlab.training.objectives import (
+    causal_lm_loss,
+    cross_entropy,
+    mask_tokens,
+    span_corruption,
+    undo_span_corruption,
+)
+from llmlab.training.optim import (
+    AdamW,
+    WarmupCosine,
+    accumulate_gradients,
+    autocast,
+    clip_grad_norm,
+    enable_activation_checkpointing,
+    weight_decay_groups,
+)
+from llmlab.training.trainer import Trainer, load_trained, prepare_data, run_data_parallel, train
+
+__all__ = [
+    "TrainConfig", "apply_overrides", "load_config",
+    "CharTokenizer", "WindowSampler", "encode_file", "read_tokens", "split_tokens",
+    "token_dtype", "write_tokens",
+    "causal_lm_loss", "cross_entropy", "mask_tokens", "span_corruption", "undo_span_corruption",
+    "AdamW", "WarmupCosine", "accumulate_gradients", "autocast", "clip_grad_norm",
+    "enable_activation_checkpointing", "weight_decay_groups",
+    "Trainer", "load_trained", "prepare_data", "run_data_parallel", "train",
+]
