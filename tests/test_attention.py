@@ -543,3 +543,67 @@ def test_scale_default_is_inverse_sqrt_of_head_dim():
     q, k, v = qkv(E=16)
     torch.testing.assert_close(A.scaled_dot_product_attention(q, k, v),
                                A.scaled_dot_product_attention(q, k, v, scale=1 / math.sqrt(16)))
+
+
+# ----------------------------------------------------------------------------- head analysis
+
+
+def hand_built_heads() -> torch.Tensor:
+    """Three heads over prefix, A, B, C, A, B, C (period 3, start 1), written out by hand:
+    head 0 reads the previous token, head 1 is a perfect induction head, head 2 is uniform
+    causal attention."""
+    T = 7
+    previous = torch.zeros(T, T)
+    previous[0, 0] = 1.0
+    for t in range(1, T):
+        previous[t, t - 1] = 1.0
+    induction = torch.zeros(T, T)
+    induction[:4, 0] = 1.0  # nothing repeated yet: rest on the prefix
+    induction[4, 2] = induction[5, 3] = induction[6, 4] = 1.0  # 2nd A->1st B, B->C, C->2nd A
+    uniform = A.causal_mask(T).float()
+    uniform = uniform / uniform.sum(-1, keepdim=True)
+    return torch.stack([previous, induction, uniform])[None]  # (layer=1, heads=3, T, T)
+
+
+def test_previous_token_and_induction_scores_on_hand_built_heads():
+    heads = hand_built_heads()
+    uniform_previous = sum(1 / (t + 1) for t in range(1, 7)) / 6  # row t spreads over t + 1
+    torch.testing.assert_close(A.previous_token_scores(heads),
+                               torch.tensor([[1.0, 1 / 6, uniform_previous]]))
+    # head 0 attends t-1, which for t=4,5,6 is 3,4,5, not the successor 2,3,4 (t - period + 1)
+    torch.testing.assert_close(A.induction_scores(heads, period=3, start=1),
+                               torch.tensor([[0.0, 1.0, (1/5 + 1/6 + 1/7) / 3]]))
+
+
+def test_head_scores_match_a_loop_over_positions():
+    weights = torch.softmax(torch.randn(2, 3, 4, 11, 11), dim=-1)  # (layer, batch, head, T, T)
+    period, start = 4, 3
+    loop_prev = torch.zeros(2, 3, 4)
+    loop_induction = torch.zeros(2, 3, 4)
+    for index in torch.cartesian_prod(*map(torch.arange, (2, 3, 4))).tolist():
+        w = weights[tuple(index)]
+        loop_prev[tuple(index)] = sum(w[t, t - 1] for t in range(1, 11)) / 10
+        rows = range(start + period, 11)
+        loop_induction[tuple(index)] = sum(w[t, t - period + 1] for t in rows) / len(rows)
+    torch.testing.assert_close(A.previous_token_scores(weights), loop_prev)
+    torch.testing.assert_close(A.induction_scores(weights, period, start), loop_induction)
+
+
+def test_repeated_random_tokens_repeat_after_the_prefix():
+    ids = A.repeated_random_tokens(50, period=6, repeats=3, prefix=[7, 8], seed=1, low=10)
+    assert ids.shape == (1, 2 + 18) and ids[0, :2].tolist() == [7, 8]
+    body = ids[0, 2:].view(3, 6)
+    assert (body == body[0]).all() and (body >= 10).all() and (body < 50).all()
+    assert not torch.equal(ids, A.repeated_random_tokens(50, period=6, repeats=3, seed=2))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: A.previous_token_scores(torch.ones(3, 4)), r"\(\.\.\., T, T\).*got \(3, 4\)"),
+    (lambda: A.previous_token_scores(torch.ones(1, 1)), r"at least 2 positions"),
+    (lambda: A.induction_scores(torch.ones(6, 6), period=1), r"period >= 2.*period=1"),
+    (lambda: A.induction_scores(torch.ones(6, 6), period=3, start=3), r"start \+ period < T = 6"),
+    (lambda: A.repeated_random_tokens(10, 4, low=10), r"low must be in \[0, vocab_size=10\)"),
+])
+def test_head_analysis_bad_input(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
