@@ -16,7 +16,15 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def built_site(tmp_path_factory) -> Path:
     """Build the learner's site from a copy of the working tree with `jupyter-book build -W`
-    (what `make book` runs); return its `_build/html` folder."""
+    (what `make book` runs); return its `_build/html` folder.
+
+    ``LLMLAB_BUILT_SITE=path/to/_build/html`` uses a site built beforehand instead (the
+    build takes minutes; handy when working on the browser tests themselves)."""
+    prebuilt = os.environ.get("LLMLAB_BUILT_SITE")
+    if prebuilt:
+        html_dir = Path(prebuilt)
+        assert (html_dir / "index.html").is_file(), f"LLMLAB_BUILT_SITE={prebuilt} is no built site"
+        return html_dir
     site = tmp_path_factory.mktemp("site") / "course"
     ignore = shutil.ignore_patterns(".venv", "_build", ".git", "*.egg-info", "__pycache__",
                                     ".pytest_cache", ".ruff_cache", ".hypothesis")
@@ -31,3 +39,16 @@ def built_site(tmp_path_factory) -> Path:
         capture_output=True, text=True, timeout=1800, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return site / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian chromium (no browser download), driven by Playwright."""
+    from browsing import CHROMIUM, CHROMIUM_ARGS
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM, "chromium is missing: `apt-get install chromium`"
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
