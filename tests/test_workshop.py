@@ -99,13 +99,21 @@ def test_low_disk_space_warns(tmp_path, monkeypatch):
     assert workshop.check_disk(tmp_path).level == "OK"
 
 
-def test_npm_is_only_needed_until_gpt2_bpe_is_cached(tmp_path, monkeypatch):
+def test_npm_is_only_needed_until_what_it_fetches_is_cached(tmp_path, monkeypatch):
+    from llmlab import jslibs
+
     assert workshop.check_npm().level == "OK"
     monkeypatch.setattr(shutil, "which", lambda program: None)
+    monkeypatch.setattr(jslibs, "_is_complete", lambda folder, packages: True)
     assert "not needed" in workshop.check_npm().detail  # the real cache has gpt2-bpe
     monkeypatch.setenv("LLMLAB_HOME", str(tmp_path))
     row = workshop.check_npm()
     assert row.level == "WARN" and "gpt2-bpe" in row.detail and "install --from" in row.fix
+    monkeypatch.undo()
+    monkeypatch.setattr(shutil, "which", lambda program: None)
+    monkeypatch.setenv("LLMLAB_HOME", str(tmp_path))
+    row = workshop.check_npm()
+    assert "the site JavaScript" in row.detail and "the bertviz JavaScript" in row.detail
 
 
 def test_accelerator_is_informational():
