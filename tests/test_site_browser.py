@@ -146,6 +146,34 @@ def test_attention_explorer_responds_offline(browser, site_url):
     page.close()
 
 
+def test_sampling_explorer_responds_offline(browser, site_url):
+    """Chapter 05's sampling explorer: every setting is precomputed in the page; moving the
+    sliders changes the bars, the kept-token count and the samples, with no kernel."""
+    page, problems = open_offline(browser, site_url, "book/05_decoding.html")
+    view = page.locator(".llmlab-sampling").first
+    view.scroll_into_view_if_needed()
+    values = view.locator(".llmlab-setting-value")
+    assert values.all_inner_texts() == ["1", "off", "1 (off)"]
+    kept = view.locator(".llmlab-kept").inner_text()
+    view.locator("input.llmlab-top-k").focus()
+    page.keyboard.press("End")  # top-k = 1: greedy
+    assert view.locator(".llmlab-kept").inner_text() == "1"
+    widths = view.locator(".llmlab-bar-after").evaluate_all("bars => bars.map(b => b.style.width)")
+    assert widths[0] == "100%" and set(widths[1:]) == {"0%"}
+    samples = view.locator(".llmlab-samples li").all_inner_texts()
+    assert len(samples) >= 2 and len(set(samples)) == 1
+    view.locator("input.llmlab-top-k").focus()
+    page.keyboard.press("Home")
+    view.locator("input.llmlab-top-p").focus()
+    page.keyboard.press("ArrowRight")
+    assert values.all_inner_texts()[2] != "1 (off)"
+    assert view.locator(".llmlab-kept").inner_text() != kept
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    view.screenshot(path=str(SCREENSHOTS / "sampling_explorer.png"))
+    assert problems == []
+    page.close()
+
+
 def test_saved_widgets_respond_without_a_kernel(browser, site_url):
     """The chapter's ipywidgets slider is jslink-ed to a stack of charts: the html-manager
     rebuilds both from the saved widget state, and the link works in the browser alone."""
