@@ -41,9 +41,11 @@ def built_site(tmp_path_factory) -> Path:
     return site / "_build" / "html"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Headless Debian chromium (no browser download), driven by Playwright."""
+    """Headless Debian chromium (no browser download), driven by Playwright. Per module, not
+    per session: while Playwright's sync API is open its event loop runs in this thread, and
+    every later test that calls asyncio.run (nbclient, the JupyterLab test) would fail."""
     from browsing import CHROMIUM, CHROMIUM_ARGS
     from playwright.sync_api import sync_playwright
 
