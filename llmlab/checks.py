@@ -147,6 +147,29 @@ def require_callable(answer: Any, name: str) -> None:
         raise CheckFailed(f"expected a function {name}(...), got {type(answer).__name__}")
 
 
+def call_learner(
+    answer: Callable[..., Any], what: str, *args: Any, hint: str = "", **kwargs: Any,
+) -> Any:
+    """Run the learner's function on one case. A stub's NotImplementedError and a check's
+    own failure pass through; any other crash becomes a failure naming the case and the
+    learner's line, plus ``hint``.
+
+    >>> call_learner(lambda x: 1 / x, "f(0)", 0)
+    Traceback (most recent call last):
+    ...
+    llmlab.checks.CheckFailed: f(0): your code raised ZeroDivisionError: division by zero \
+(line 1: call_learner(lambda x: 1 / x, "f(0)", 0)).
+    """
+    try:
+        return answer(*args, **kwargs)
+    except (NotImplementedError, CheckFailed):
+        raise
+    except Exception as error:
+        where = traceback.extract_tb(error.__traceback__)[-1]
+        raise CheckFailed(f"{what}: your code raised {type(error).__name__}: {error} "
+                          f"(line {where.lineno}: {where.line}). {hint}".strip()) from error
+
+
 def expect_shape(actual: Any, expected: Sequence[int], what: str) -> None:
     """Fail with both shapes when ``actual`` is not a tensor of shape ``expected``."""
     if not isinstance(actual, torch.Tensor):

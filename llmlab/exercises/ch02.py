@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import functools
 import re
-import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
 from llmlab import tokenization
 from llmlab.checks import CheckFailed, exercise, require_callable
+from llmlab.checks import call_learner as _call
 
 Pair = tuple[int, int]
 
@@ -326,17 +326,6 @@ def _short(value: Any, limit: int = 70) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 4] + "..." + text[-1]
 
-
-def _call(answer: Callable[..., Any], what: str, *args: Any, hint: str = "") -> Any:
-    """Call the learner's function; a crash becomes a failure that names the case."""
-    try:
-        return answer(*args)
-    except (NotImplementedError, CheckFailed):
-        raise
-    except Exception as error:
-        where = traceback.extract_tb(error.__traceback__)[-1]
-        raise CheckFailed(f"{what}: your code raised {type(error).__name__}: {error} "
-                          f"(line {where.lineno}: {where.line}). {hint}".strip()) from error
 
 
 def _as_pairs(value: Any, what: str) -> list[Pair]:

@@ -14,7 +14,6 @@ matches one.
 from __future__ import annotations
 
 import math
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ import torch
 
 from llmlab import attention, model
 from llmlab.checks import CheckFailed, exercise, expect_close, expect_shape, require_callable
+from llmlab.checks import call_learner as _call
 
 NEG_INF = float("-inf")
 
@@ -281,18 +281,6 @@ def _online_tile_max(acc, row_max, row_sum, scores, values):
 # --------------------------------------------------------------------------------------------
 # Helpers for the checks
 
-
-def _call(answer: Callable[..., Any], what: str, *args: Any, hint: str = "", **kwargs: Any
-          ) -> Any:
-    """Call the learner's function; a crash becomes a failure that names the case."""
-    try:
-        return answer(*args, **kwargs)
-    except (NotImplementedError, CheckFailed):
-        raise
-    except Exception as error:
-        where = traceback.extract_tb(error.__traceback__)[-1]
-        raise CheckFailed(f"{what}: your code raised {type(error).__name__}: {error} "
-                          f"(line {where.lineno}: {where.line}). {hint}".strip()) from error
 
 
 def _same(got: Any, wrong: Callable[..., Any], *args: Any, atol: float = 1e-5) -> bool:

@@ -18,7 +18,6 @@ names the classic mistake when the answer matches one.
 from __future__ import annotations
 
 import math
-import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmlab.checks import CheckFailed, exercise, expect_close, expect_shape, require_callable
+from llmlab.checks import call_learner as _call
 from llmlab.training import objectives, optim
 
 # --------------------------------------------------------------------------------------------
@@ -342,18 +342,6 @@ def _mask_ignores_generator(ids, vocab_size, mask_id, generator, mlm_probability
 # --------------------------------------------------------------------------------------------
 # Helpers for the checks
 
-
-def _call(answer: Callable[..., Any], what: str, *args: Any, hint: str = "", **kwargs: Any
-          ) -> Any:
-    """Call the learner's function; a crash becomes a failure that names the case."""
-    try:
-        return answer(*args, **kwargs)
-    except (NotImplementedError, CheckFailed):
-        raise
-    except Exception as error:
-        where = traceback.extract_tb(error.__traceback__)[-1]
-        raise CheckFailed(f"{what}: your code raised {type(error).__name__}: {error} "
-                          f"(line {where.lineno}: {where.line}). {hint}".strip()) from error
 
 
 def _pair(got: Any, what: str, names: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import math
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch
 
 from llmlab import decoding
 from llmlab.checks import CheckFailed, exercise, expect_shape, require_callable
+from llmlab.checks import call_learner as _call
 from llmlab.model import GPT, KVCache, ModelConfig
 
 NEG_INF = float("-inf")
@@ -284,17 +284,6 @@ def _cache_returns_old_only(cache_k, cache_v, k_new, v_new, length):  # [:length
 # --------------------------------------------------------------------------------------------
 # Helpers for the checks
 
-
-def _call(answer: Callable[..., Any], what: str, *args: Any, hint: str = "") -> Any:
-    """Call the learner's function; a crash becomes a failure that names the case."""
-    try:
-        return answer(*args)
-    except (NotImplementedError, CheckFailed):
-        raise
-    except Exception as error:
-        where = traceback.extract_tb(error.__traceback__)[-1]
-        raise CheckFailed(f"{what}: your code raised {type(error).__name__}: {error} "
-                          f"(line {where.lineno}: {where.line}). {hint}".strip()) from error
 
 
 def _show(t: torch.Tensor) -> str:
