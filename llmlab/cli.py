@@ -39,6 +39,13 @@ def _selected(args: argparse.Namespace) -> list[str]:
 def _assets_fetch(args: argparse.Namespace) -> int:
     from llmlab import assets
 
+    if args.checkpoint:
+        if len(args.names) != 1 or args.all:
+            raise SystemExit("--checkpoint replaces one trained asset: name it, e.g. `llmlab "
+                             "assets fetch shakespeare-gpt --checkpoint runs/x/checkpoint.pt`")
+        folder = assets.install_trained(Path(args.checkpoint), args.names[0])
+        print(f"  ok: {folder} now holds the model of {args.checkpoint}")
+        return 0
     for name in _selected(args):
         print(f"fetching {name} ...", flush=True)
         assets.fetch(name, force=args.force)
@@ -172,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--all", action="store_true", help="every registered asset")
         if action == "fetch":
             sub.add_argument("--force", action="store_true", help="rebuild from the archive")
+            sub.add_argument("--checkpoint", metavar="FILE",
+                             help="make your own training checkpoint the (trained) asset")
         sub.set_defaults(run=run)
     where = actions.add_parser("path", help="print the folder of a cached asset")
     where.add_argument("name")
@@ -209,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     trainer = groups.add_parser(
         "train", help="pretrain a GPT from a YAML config (runs under torchrun too)")
     trainer.add_argument("--config", required=True, metavar="FILE",
-                         help="a YAML file such as configs/shakespeare_char.yaml")
+                         help="a YAML file such as configs/shakespeare_char.yaml, or the "
+                              "name of a packaged config (shakespeare_char, shakespeare_gpt, ...)")
     trainer.add_argument("--set", dest="overrides", action="append", default=[],
                          metavar="KEY=VALUE",
                          help="override a setting, e.g. --set max_steps=200 --set model.n_layer=2")

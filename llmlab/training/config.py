@@ -21,7 +21,7 @@ from typing import Any
 
 from llmlab.model import ModelConfig
 
-__all__ = ["TrainConfig", "load_config", "apply_overrides"]
+__all__ = ["TrainConfig", "load_config", "apply_overrides", "config_path", "config_names"]
 
 TOKENIZERS = ("char", "gpt2")
 MODEL_STYLES = ("gpt2", "llama")
@@ -184,13 +184,44 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return out
 
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def config_names() -> list[str]:
+    """The run configs that ship with llmlab (the repository's ``configs/`` folder).
+
+    >>> {"shakespeare_char", "tiny_test"} <= set(config_names())
+    True
+    """
+    return sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+
+
+def config_path(path_or_name: str | os.PathLike) -> Path:
+    """A config file: ``path_or_name`` itself if it exists, else the packaged config of that
+    name (``"shakespeare_char"`` or ``"shakespeare_char.yaml"``), so that the course's
+    configs are found from any folder and in a pip-installed llmlab.
+
+    >>> config_path("tiny_test").name
+    'tiny_test.yaml'
+    """
+    path = Path(path_or_name)
+    if path.is_file():
+        return path
+    packaged = CONFIGS / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    if path.parent == Path(".") and packaged.is_file():
+        return packaged
+    close = difflib.get_close_matches(path.stem, config_names(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise FileNotFoundError(f"no config file at {path}, and no packaged config of that name"
+                            f"{hint}; packaged configs: {', '.join(config_names())}")
+
+
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML config file, apply ``overrides`` (``key=value``), validate."""
+    """Read a YAML config file (a path, or the name of a packaged config such as
+    ``"shakespeare_char"``), apply ``overrides`` (``key=value``), validate."""
     import yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no config file at {path}")
+    path = config_path(path)
     values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(values, dict):
         raise ValueError(f"{path} must hold a mapping of settings; got {type(values).__name__}")
