@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt "torch==2.13.0"
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[course,dev]"
+	# DeepSpeed ships only as source and its build imports torch, so it cannot be an extra;
+	# DS_BUILD_OPS=0 skips every CUDA kernel (chapter 4 runs ZeRO on CPU, through gloo).
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install -q --no-build-isolation -c constraints.txt "deepspeed==0.19.8"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (LLM Lab)" >/dev/null
 	touch $@
 

@@ -4,12 +4,19 @@
 - ``llmlab.training.objectives``: causal-LM cross-entropy, masked-LM and span corruption
 - ``llmlab.training.optim``: AdamW, warm-up + cosine, clipping, accumulation, mixed
   precision, activation checkpointing
-- ``llmlab.training.config``: ``TrainConfig`` and the YAML files in ``configs/``
+- ``llmlab.training.config``: ``TrainConfig`` and the YAML files in ``configs/`` (shipped
+  in the package as ``llmlab/configs``, loadable by name)
 - ``llmlab.training.trainer``: ``Trainer``/``train`` with evaluation, checkpoints,
   TensorBoard, and data parallelism (torchrun or ``run_data_parallel``)
 """
 
-from llmlab.training.config import TrainConfig, apply_overrides, load_config
+from llmlab.training.config import (
+    TrainConfig,
+    apply_overrides,
+    config_names,
+    config_path,
+    load_config,
+)
 from llmlab.training.data import (
     CharTokenizer,
     WindowSampler,
@@ -38,7 +45,7 @@ from llmlab.training.optim import (
 from llmlab.training.trainer import Trainer, load_trained, prepare_data, run_data_parallel, train
 
 __all__ = [
-    "TrainConfig", "apply_overrides", "load_config",
+    "TrainConfig", "apply_overrides", "config_names", "config_path", "load_config",
     "CharTokenizer", "WindowSampler", "encode_file", "read_tokens", "split_tokens",
     "token_dtype", "write_tokens",
     "causal_lm_loss", "cross_entropy", "mask_tokens", "span_corruption", "undo_span_corruption",
