@@ -594,10 +594,10 @@ def _train_here(asset: Asset, target: Path) -> None:
     import torch
 
     from llmlab.training import Trainer, load_config
-    from llmlab.training.config import config_path
 
     # A changed recipe must not resume another recipe's run: the folder names its hash.
-    recipe_hash = hashlib.sha256(config_path(asset.source.config).read_bytes()).hexdigest()
+    settings = json.dumps(load_config(asset.source.config).to_dict(), sort_keys=True)
+    recipe_hash = hashlib.sha256(settings.encode()).hexdigest()
     run_dir = home() / "runs" / f"{asset.name}-{recipe_hash[:12]}"
     config = load_config(asset.source.config, [f"out_dir={run_dir}", "resume=true",
                                                "tensorboard=false"])
