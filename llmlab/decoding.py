@@ -26,7 +26,7 @@ from typing import Any
 import regex
 import torch
 
-from llmlab.model import GPT, KVCache
+from llmlab.model import GPT, KVCache, eval_mode
 
 NEG_INF = float("-inf")
 
@@ -402,18 +402,14 @@ def iter_next_tokens(
         raise ValueError(f"attention_mask must have the shape of input_ids "
                          f"{tuple(input_ids.shape)}; got {tuple(mask.shape)}")
     stepper = Stepper(model, B, T + max_new_tokens, use_cache)
-    was_training = model.training
-    model.eval()
     ids = input_ids
-    try:
+    with eval_mode(model):
         for _ in range(max_new_tokens):
             logits = stepper.next_logits(ids, mask)
             next_id = choose_next_token(logits, ids, config, generator)
             yield next_id
             ids = torch.cat([ids, next_id.to(ids.dtype)], dim=1)
             mask = torch.cat([mask, torch.ones_like(next_id)], dim=1)
-    finally:
-        model.train(was_training)
 
 
 def generate(
@@ -574,9 +570,7 @@ def beam_search(
     beam_scores[0] = 0.0
     finished: list[Hypothesis] = []
     can_improve = True
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for step in range(max_new_tokens):
             fresh = beams[:, cache.length:]
             log_probs = model(fresh, cache=cache)[:, -1].float().log_softmax(dim=-1)
@@ -614,8 +608,6 @@ def beam_search(
                 can_improve = best_possible > finished[-1].score
                 if not can_improve:
                     break
-    finally:
-        model.train(was_training)
     return finished
 
 
@@ -704,9 +696,7 @@ def speculative_generate(
     d_cache = KVCache.allocate(draft.config, 1, room, dtype, device)
     stats, ids = SpeculativeStats(), input_ids
     goal = input_ids.shape[1] + max_new_tokens
-    was = target.training, draft.training
-    target.eval(), draft.eval()
-    try:
+    with eval_mode(target, draft):
         while ids.shape[1] < goal:
             # 1. The draft proposes k tokens (feeding whatever it has not seen yet first).
             proposal, q_probs = [], []
@@ -763,8 +753,6 @@ def speculative_generate(
             d_cache.crop(ids.shape[1] - 1)
             if eos_token_id is not None and kept[-1] == eos_token_id:
                 break
-    finally:
-        target.train(was[0]), draft.train(was[1])
     return ids, stats
 
 
@@ -799,9 +787,7 @@ def contrastive_search(
     T = input_ids.shape[1]
     cache = KVCache.allocate(model.config, 1, T + max_new_tokens + 1,
                              model.tok_emb.weight.dtype, input_ids.device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         hidden = model.hidden_states(input_ids, cache=cache)[0]  # (T, d): the context so far
         logits = model.lm_head(hidden[-1:])  # (1, vocab)
         ids = input_ids
@@ -824,8 +810,6 @@ def contrastive_search(
             logits = model.lm_head(cand_hidden[best : best + 1])
             if eos_token_id is not None and int(token) == eos_token_id:
                 break
-    finally:
-        model.train(was_training)
     return ids
 
 
@@ -935,10 +919,8 @@ def constrained_generate(
     ids = torch.tensor([list(tokenizer.encode(prompt))])
     _check_model_inputs(model, ids, max_new_tokens)
     stepper = Stepper(model, 1, ids.shape[1] + max_new_tokens)
-    was_training = model.training
-    model.eval()
     text = ""
-    try:
+    with eval_mode(model):
         for _ in range(max_new_tokens):
             if eos_token_id is None and constraint.complete(text):
                 return text
@@ -951,8 +933,6 @@ def constrained_generate(
                 return text
             text += strings[token]
             ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
-    finally:
-        model.train(was_training)
     if not constraint.complete(text):
         raise RuntimeError(f"max_new_tokens={max_new_tokens} ran out before the output "
                            f"matched the pattern; got {text!r}")

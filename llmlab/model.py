@@ -22,7 +22,9 @@ torch.Size([1, 7])
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,6 +34,7 @@ from torch import nn
 
 __all__ = [
     "ModelConfig",
+    "eval_mode",
     "LayerNorm",
     "RMSNorm",
     "sinusoidal_positions",
@@ -48,6 +51,29 @@ __all__ = [
     "count_parameters",
     "flops_per_token",
 ]
+
+
+@contextlib.contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Switch models to eval mode (dropout off) for the block, then restore each one's
+    previous mode, even if the block raises: decoding must not leave a model that was
+    training in eval mode, or the reverse.
+
+    >>> layer = nn.Dropout(0.5)
+    >>> with eval_mode(layer):
+    ...     layer.training
+    False
+    >>> layer.training
+    True
+    """
+    was_training = [model.training for model in models]
+    for model in models:
+        model.eval()
+    try:
+        yield
+    finally:
+        for model, mode in zip(models, was_training, strict=True):
+            model.train(mode)
 
 POSITIONS = ("learned", "sinusoidal", "rotary")
 NORMS = ("layernorm", "rmsnorm")
@@ -710,9 +736,7 @@ class GPT(nn.Module):
                                  f"in context_length={self.config.context_length}")
             cache = KVCache.allocate(self.config, idx.shape[0], total,
                                      self.tok_emb.weight.dtype, idx.device)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             done = torch.zeros(idx.shape[0], 1, dtype=torch.bool, device=idx.device)
             for _ in range(max_new_tokens):
                 if cache is None:
@@ -735,8 +759,6 @@ class GPT(nn.Module):
                 idx = torch.cat([idx, next_id.to(idx.dtype)], dim=1)
                 if eos_token_id is not None and bool(done.all()):
                     break
-        finally:
-            self.train(was_training)
         return idx
 
     # ------------------------------------------------------------------ real weights

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from llmlab.decoding import SamplingConfig, choose_next_token, process_logits
-from llmlab.model import GPT, KVCache
+from llmlab.model import GPT, KVCache, eval_mode
 
 DEFAULT_TEMPERATURES = (0.3, 0.7, 1.0, 1.5, 2.5)
 DEFAULT_TOP_KS: tuple[int | None, ...] = (None, 50, 10, 1)
@@ -165,9 +165,7 @@ def sample_continuations(
     prompt = torch.tensor([list(prompt_ids)], device=weight.device)
     cache = KVCache.allocate(model.config, 1, prompt.shape[1] + max_new_tokens, weight.dtype,
                              weight.device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         logits = model(prompt, cache=cache)[:, -1].expand(rows, -1)
         cache.reorder(torch.zeros(rows, dtype=torch.long, device=weight.device))
         ids = prompt.expand(rows, -1)
@@ -179,8 +177,6 @@ def sample_continuations(
             next_ids = torch.cat(chosen)
             ids = torch.cat([ids, next_ids], dim=1)
             logits = model(next_ids, cache=cache)[:, -1]
-    finally:
-        model.train(was_training)
     new = ids[:, prompt.shape[1]:].tolist()
     return [new[i * n_samples:(i + 1) * n_samples] for i in range(len(configs))]
 
