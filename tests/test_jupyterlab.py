@@ -4,54 +4,23 @@ lab notebook through its own kernel API (REST + websocket), as a learner's brows
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 import uuid
 from pathlib import Path
 
 import nbformat
 import pytest
+from jupyter_server import jupyterlab
 from tornado.ioloop import IOLoop
 from tornado.websocket import websocket_connect
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    port, token = _free_port(), secrets.token_hex(16)
-    jupyter = Path(sys.executable).with_name("jupyter")
-    process = subprocess.Popen(
-        [str(jupyter), "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT}",
-         "--ServerApp.open_browser=False", "--allow-root"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "LLMLAB_EXPECT": "not_attempted"})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                _get(base, "/api/status", token)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("JupyterLab did not start within 60 s")
-        yield base, token
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with jupyterlab(ROOT, LLMLAB_EXPECT="not_attempted") as running:
+        yield running
 
 
 def _get(base: str, path: str, token: str) -> bytes:
