@@ -16,15 +16,17 @@ export TOKENIZERS_PARALLELISM := false
 
 setup: $(STAMP) assets
 
-# torch goes first and pinned: a range would pull several GB of CUDA wheels.
+# torch goes first and pinned: a range would pull several GB of CUDA wheels. On a Linux
+# machine with no GPU, TORCH_INDEX=https://download.pytorch.org/whl/cpu gets the CPU build
+# (PyPI's Linux wheel carries CUDA). DeepSpeed ships only as source and its build imports
+# torch, so it cannot be an extra; DS_BUILD_OPS=0 skips every CUDA kernel (chapter 4 runs
+# ZeRO on CPU, through gloo).
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "LLM Lab needs Python >= 3.11, found " + sys.version'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt "torch==2.13.0"
+	$(BIN)/python -m pip install -q -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "torch==2.13.0"
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[course,dev]"
-	# DeepSpeed ships only as source and its build imports torch, so it cannot be an extra;
-	# DS_BUILD_OPS=0 skips every CUDA kernel (chapter 4 runs ZeRO on CPU, through gloo).
 	DS_BUILD_OPS=0 $(BIN)/python -m pip install -q --no-build-isolation -c constraints.txt "deepspeed==0.19.8"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (LLM Lab)" >/dev/null
 	touch $@
