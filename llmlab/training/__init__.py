@@ -1,5 +1,7 @@
 """Pretraining a GPT, from scratch and the production way (chapter 04).
 
+- ``llmlab.training.cleaning``: normalisation, exact and MinHash/LSH near deduplication,
+  Gopher/C4-style quality filters, a seeded web-crawl mix to score them on
 - ``llmlab.training.data``: token files, memory maps, random-window batches
 - ``llmlab.training.objectives``: causal-LM cross-entropy, masked-LM and span corruption
 - ``llmlab.training.optim``: AdamW, warm-up + cosine, clipping, accumulation, mixed
@@ -10,6 +12,19 @@
   TensorBoard, and data parallelism (torchrun or ``run_data_parallel``)
 """
 
+from llmlab.training.cleaning import (
+    QualityRules,
+    WebCrawl,
+    content_hash,
+    exact_dedup,
+    make_web_crawl,
+    minhash_signatures,
+    near_duplicates,
+    normalize,
+    quality_filter,
+    shingle_hashes,
+    split_paragraphs,
+)
 from llmlab.training.config import (
     TrainConfig,
     apply_overrides,
@@ -45,6 +60,9 @@ from llmlab.training.optim import (
 from llmlab.training.trainer import Trainer, load_trained, prepare_data, run_data_parallel, train
 
 __all__ = [
+    "QualityRules", "WebCrawl", "content_hash", "exact_dedup", "make_web_crawl",
+    "minhash_signatures", "near_duplicates", "normalize", "quality_filter", "shingle_hashes",
+    "split_paragraphs",
     "TrainConfig", "apply_overrides", "config_names", "config_path", "load_config",
     "CharTokenizer", "WindowSampler", "encode_file", "read_tokens", "split_tokens",
     "token_dtype", "write_tokens",
