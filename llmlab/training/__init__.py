@@ -8,6 +8,9 @@
   precision, activation checkpointing
 - ``llmlab.training.config``: ``TrainConfig`` and the YAML files in ``configs/`` (shipped
   in the package as ``llmlab/configs``, loadable by name)
+- ``llmlab.training.hf``: the production path: the same GPT as a transformers
+  ``GPT2LMHeadModel`` trained by ``Trainer`` on a ``datasets`` table
+- ``llmlab.training.mlm``: masked-LM pretraining of a tiny BERT (``BertForMaskedLM``)
 - ``llmlab.training.trainer``: ``Trainer``/``train`` with evaluation, checkpoints,
   TensorBoard, and data parallelism (torchrun or ``run_data_parallel``)
 """
@@ -41,6 +44,23 @@ from llmlab.training.data import (
     token_dtype,
     write_tokens,
 )
+from llmlab.training.hf import (
+    gpt2_config,
+    logged_losses,
+    make_trainer,
+    token_blocks,
+    training_arguments,
+    window_dataset,
+)
+from llmlab.training.mlm import (
+    FillInScore,
+    evaluate_fill_in,
+    fill_in,
+    mask_for_eval,
+    masked_lm_loss,
+    tiny_bert_config,
+    train_masked_lm,
+)
 from llmlab.training.objectives import (
     causal_lm_loss,
     cross_entropy,
@@ -70,4 +90,8 @@ __all__ = [
     "AdamW", "WarmupCosine", "accumulate_gradients", "autocast", "clip_grad_norm",
     "enable_activation_checkpointing", "weight_decay_groups",
     "Trainer", "load_trained", "prepare_data", "run_data_parallel", "train",
+    "gpt2_config", "logged_losses", "make_trainer", "token_blocks", "training_arguments",
+    "window_dataset",
+    "FillInScore", "evaluate_fill_in", "fill_in", "mask_for_eval", "masked_lm_loss",
+    "tiny_bert_config", "train_masked_lm",
 ]
