@@ -160,7 +160,7 @@ def test_the_shakespeare_gpt_asset_writes_and_scores_what_it_recorded(tmp_path):
     info = assets.trained_info("shakespeare-gpt")
     recipe = load_config("shakespeare_gpt")
     assert info["recipe"] == "shakespeare_gpt" and info["steps"] == recipe.max_steps
-    assert info["val_loss"] < 2.0, "the recipe's model should be well past word salad"
+    assert info["val_loss"] < 2.1, "the recipe's model should be well past word salad"
     # Re-measure the validation loss on fresh windows of the same held-out split.
     _, val_ids, data_tokenizer = prepare_data(load_config(
         "shakespeare_gpt", [f"out_dir={tmp_path}"]))
