@@ -11,6 +11,8 @@
 - ``llmlab.training.hf``: the production path: the same GPT as a transformers
   ``GPT2LMHeadModel`` trained by ``Trainer`` on a ``datasets`` table
 - ``llmlab.training.mlm``: masked-LM pretraining of a tiny BERT (``BertForMaskedLM``)
+- ``llmlab.training.zero``: DeepSpeed ZeRO stages 1-3 on llmlab's GPT (``deepspeed_config``,
+  ``run_deepspeed``; DeepSpeed is imported only when used)
 - ``llmlab.training.trainer``: ``Trainer``/``train`` with evaluation, checkpoints,
   TensorBoard, and data parallelism (torchrun or ``run_data_parallel``)
 """
