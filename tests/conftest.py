@@ -1,4 +1,4 @@
-"""Shared fixtures: the course site, built once per test session."""
+"""Shared fixtures: the course site, built once per test session; one torch thread."""
 
 from __future__ import annotations
 
@@ -11,6 +11,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread, and the CI machine's 2 cores are shared.
+    Training test modules use it for every test: ``pytestmark = usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
