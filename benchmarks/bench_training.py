@@ -1,33 +1,39 @@
 """Benchmark pretraining a character-level GPT on Shakespeare on a CPU, with named baselines
 measured in the same run.
 
-1. **Quality per wall-clock budget**: the model of ``configs/shakespeare_char.yaml``
-   (4 layers, 128 dims) trained for ``--minutes`` of wall time; the number of steps (and
-   so the cosine schedule's length) is set from a short calibration run. Reports the
-   validation loss reached, its curve, and samples.
-2. **Optimizer**: training tokens/s and the optimizer step alone, llmlab's ``AdamW``
-   vs ``torch.optim.AdamW`` (for-loop, ``foreach`` and ``fused``) on the same model and
-   batches (llmlab's is the for-loop algorithm, so the for-loop torch one is the
-   like-for-like baseline).
-3. **Mixed precision**: a training step in fp32 vs bf16 autocast on CPU.
-4. **Activation checkpointing**: bytes saved for the backward pass (counted exactly with
-   ``saved_tensors_hooks``), the process's peak-RSS growth during one step, and step time.
-5. **Data parallelism**: 1 process vs 2 DDP ranks (gloo) on the same global batch,
-   tokens/s from the per-step times each run logs.
+Sections (``--only`` picks some; the others keep their last results in the report):
 
-    python benchmarks/bench_training.py [--minutes 4] [--quick] [--out FILE.md]
+- ``budget``: quality per wall-clock budget. ``configs/shakespeare_char_5min.yaml`` trained
+  for ``--budget`` seconds (start-up and evaluations included) on ``--ranks`` DDP processes
+  with one thread each; the number of steps (and so the cosine's end) is planned from the
+  measured pace. Reports the validation-loss curve (table + png) against the 1.60 target.
+- ``hf``: training tokens/s of llmlab's ``GPT`` vs transformers' ``GPT2LMHeadModel`` of the
+  same size (sdpa and eager attention) in the same loop, fp32 and bf16, and the same loss
+  from the same weights (``GPT.from_hf_gpt2``).
+- ``optim``: llmlab's ``AdamW`` vs ``torch.optim.AdamW`` (for-loop, foreach, fused).
+- ``precision``: a training step in fp32 vs bf16 autocast.
+- ``ckpt``: activation checkpointing: bytes saved for backward (exact, with
+  ``saved_tensors_hooks``), peak-RSS growth of one step, step time.
+- ``ddp``: 1 process (1 and 2 threads) vs 2 DDP ranks (gloo) on the same global batch.
 
-``--quick`` trains for 1 minute and shortens every other measurement.
+    python benchmarks/bench_training.py                        # everything, 5-minute budget
+    python benchmarks/bench_training.py --only budget --budget 300
+    python benchmarks/bench_training.py --only budget --budget 90 --set lr=2e-3
+    python benchmarks/bench_training.py --quick --out /tmp/training.md   # smoke test
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import datetime
+import json
+import math
 import os
 import platform
+import re
+import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -45,10 +51,12 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
 
-from llmlab.model import GPT  # noqa: E402
+from llmlab.model import GPT, ModelConfig  # noqa: E402
 from llmlab.training import (  # noqa: E402
     AdamW,
+    TrainConfig,
     Trainer,
     WarmupCosine,
     WindowSampler,
@@ -61,9 +69,15 @@ from llmlab.training import (  # noqa: E402
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "shakespeare_char.yaml"
+CONFIG = ROOT / "configs" / "shakespeare_char.yaml"  # the sections that time steps
+CONFIG_5MIN = ROOT / "configs" / "shakespeare_char_5min.yaml"  # the budget run
+TARGET_LOSS = 1.60  # validation loss (nats/char) wanted within 5 minutes
+CALIBRATION_STEPS = 20  # timed before the first plan of the run's length
+EVALUATIONS = 8  # along the budget run, the last one with FINAL_EVAL_BATCHES a split
+FINAL_EVAL_BATCHES = 60
+REPLAN_UNTIL = 0.8  # re-plan the run's length during this fraction of the budget
+PLAN_EVERY = 10  # steps between checks of the pace (and of the deadline)
 MIB = 2**20
-EVAL_BATCHES, EVALUATIONS = 10, 8  # for the budget run
 CKPT_BATCH = 32  # sequences of 256 tokens for the activation-checkpointing measurement
 
 
@@ -89,67 +103,167 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
 # ----------------------------------------------------------------------------- 1. budget
 
 
-def train_for_budget(data: tuple[Any, Any, Any], seconds: float, out_dir: Path,
-                     block_size: int) -> dict[str, Any]:
-    """The shakespeare_char model trained for ``seconds`` of wall time."""
-    overrides = [f"out_dir={out_dir}", "device=cpu", "progress=false", "tensorboard=false",
-                 "sample_chars=0", f"block_size={block_size}", f"eval_batches={EVAL_BATCHES}"]
-    probe = Trainer(load_config(CONFIG, overrides + ["max_steps=200"]), *data)
-    probe.fit(steps=3)  # warm up, then time a few steps
-    step_seconds = median_seconds(probe.train_step, 8)
-    # An evaluation runs eval_batches forward passes on each split (a forward pass is
-    # about a third of a training step); the budget pays for EVALUATIONS of them.
-    eval_seconds = 2 * EVAL_BATCHES * step_seconds / 3
-    steps = max(int((seconds - EVALUATIONS * eval_seconds) / step_seconds), 20)
-    eval_interval = max(steps // EVALUATIONS, 1)
-    # The loop below evaluates after each chunk itself (the trainer only at the end).
-    config = load_config(CONFIG, overrides + [f"max_steps={steps}",
-                                              f"warmup_steps={min(100, steps // 10)}",
-                                              "eval_interval=1000000000"])
-    trainer = Trainer(config, *data)
-    started = time.perf_counter()
-    curve = []
-    while (trainer.step < trainer.config.max_steps
-           and time.perf_counter() - started < seconds * 1.15):
-        trainer.fit(steps=eval_interval)
-        if not trainer.evaluations or trainer.evaluations[-1]["step"] != trainer.step:
-            trainer.evaluations.append(trainer.evaluate())
-        elapsed = time.perf_counter() - started
-        curve.append((elapsed, trainer.evaluations[-1]))
-        if trainer.step < trainer.config.max_steps and elapsed < seconds / 2:
-            # A shared machine speeds up and slows down: re-plan the run's length (and the
-            # cosine's end) from the pace measured so far, evaluations included.
-            planned = trainer.step + int((seconds - elapsed) * trainer.step / elapsed)
-            planned = max(planned, trainer.step + 1)
-            trainer.config = dataclasses.replace(trainer.config, max_steps=planned)
-            trainer.schedule = WarmupCosine(config.lr, config.min_lr, config.warmup_steps,
-                                            planned)
-            left = max(EVALUATIONS - len(curve), 1)
-            eval_interval = max((planned - trainer.step) // left, 1)
-    elapsed = time.perf_counter() - started
-    samples = [trainer.sample(300, prompt=prompt, seed=seed)
-               for seed, prompt in enumerate(("ROMEO:\n", "\n"))]
-    return {"steps": trainer.step, "planned_steps": steps, "seconds": elapsed,
-            "final_max_steps": trainer.config.max_steps,
-            "step_seconds": step_seconds,
-            "curve": curve, "samples": samples, "config": config,
-            "tokens": trainer.step * config.batch_size * config.block_size,
-            "n_params": sum(p.numel() for p in trainer.model.parameters())}
+def _evaluate(trainer: Trainer, batches: int) -> float:
+    """Validation loss on ``Trainer.evaluate``'s fixed windows, scored in fp32 and shared out
+    among the ranks (each scores every ``world_size``-th batch; the sums are all-reduced)."""
+    cfg, model = trainer.config, trainer.model
+    model.eval()
+    sampler = WindowSampler(trainer.val_ids, cfg.batch_size, cfg.block_size, seed=cfg.seed + 1)
+    total = torch.zeros(2, dtype=torch.float64)
+    with torch.no_grad():
+        for i in range(batches):
+            x, y = sampler.sample()
+            if i % trainer.world_size == trainer.rank:
+                total += torch.tensor([causal_lm_loss(model(x), y).item(), 1.0],
+                                      dtype=torch.float64)
+    if trainer.world_size > 1:
+        dist.all_reduce(total)
+    model.train()
+    return float(total[0] / total[1])
 
 
-def plot_curve(curve: list[tuple[float, dict[str, float]]], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.plot([t / 60 for t, _ in curve], [e["val_loss"] for _, e in curve], "o-", label="validation")
-    ax.plot([t / 60 for t, _ in curve], [e["train_loss"] for _, e in curve], "s--", label="train")
-    ax.set(xlabel="wall-clock minutes", ylabel="loss (nats/char)",
-           title="Character-level Shakespeare GPT on CPU")
+def _share(values: list[Any], world_size: int) -> list[Any]:
+    """Rank 0's decisions, so that every rank stops and re-plans at the same step."""
+    if world_size > 1:
+        dist.broadcast_object_list(values, src=0)
+    return values
+
+
+def _budget_run(rank: int, world_size: int, values: dict[str, Any], port: int,
+                start_time: float, seconds: float, result_path: str, threads: int = 1) -> None:
+    """One rank of the budget run: train ``values`` until ``start_time + seconds`` (wall
+    clock, start-up included), planning the number of steps (and so the cosine's end)
+    from the pace measured so far, and evaluating about EVALUATIONS times on the way."""
+    torch.set_num_threads(threads)  # ranks: one each (more would only fight for the cores)
+    if world_size > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                          WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+        dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        trainer = Trainer(TrainConfig.from_dict(values))
+        cfg = trainer.config
+        deadline = start_time + seconds
+        ready = time.time() - start_time  # process start, data, model
+        curve: list[tuple[float, dict[str, float]]] = []
+        train_seconds, eval_seconds, losses = 0.0, [], []
+        planned, evaluate_now = 0, False  # no plan before the calibration steps
+        while True:
+            final = 0 < planned <= trainer.step
+            if final or evaluate_now or (not curve and trainer.step == CALIBRATION_STEPS):
+                tic = time.perf_counter()
+                val = _evaluate(trainer, FINAL_EVAL_BATCHES if final else cfg.eval_batches)
+                eval_seconds.append(time.perf_counter() - tic)
+                # The training loss is the mean over the steps since the last point: free,
+                # where scoring fixed training windows would cost as much as validation.
+                curve.append((time.time() - start_time,
+                              {"step": trainer.step, "val_loss": val, "val_ppl": math.exp(val),
+                               "train_loss": statistics.fmean(losses) if losses else math.nan}))
+                losses, evaluate_now = [], False
+                if final:
+                    break
+            if trainer.step >= CALIBRATION_STEPS and trainer.step % PLAN_EVERY == 0:
+                decision = [planned, evaluate_now]
+                if rank == 0:
+                    decision = _plan(trainer.step, planned, train_seconds, eval_seconds,
+                                     [t for t, _ in curve], start_time, seconds,
+                                     cfg.eval_batches)
+                planned, evaluate_now = _share(decision, world_size)
+                trainer.schedule = WarmupCosine(cfg.lr, cfg.min_lr, cfg.warmup_steps,
+                                                max(planned, cfg.warmup_steps + 1))
+                if planned <= trainer.step or evaluate_now:
+                    continue
+            tic = time.perf_counter()
+            losses.append(trainer.train_step()["loss"])  # no fit(): it checkpoints each call
+            train_seconds += time.perf_counter() - tic
+        overrun = time.time() - deadline  # before the samples: they are not training
+        if rank == 0:
+            samples = [trainer.sample(300, prompt=prompt, seed=seed)
+                       for seed, prompt in enumerate(("ROMEO:\n", "\n"))]
+            result = {"steps": trainer.step, "seconds": time.time() - start_time,
+                      "ready_seconds": ready, "train_seconds": train_seconds,
+                      "eval_seconds": sum(eval_seconds), "curve": curve, "samples": samples,
+                      "tokens": trainer.step * cfg.batch_size * cfg.block_size
+                      * cfg.grad_accum_steps,
+                      "n_params": sum(p.numel() for p in trainer.model.parameters()),
+                      "world_size": world_size, "deadline_overrun": overrun}
+            Path(result_path).write_text(json.dumps(result))
+    finally:
+        if world_size > 1:
+            dist.destroy_process_group()
+
+
+def _plan(step: int, planned: int, train_seconds: float, eval_seconds: list[float],
+          times: list[float], start_time: float, seconds: float,
+          eval_batches: int) -> list[Any]:
+    """``[total steps, evaluate now?]`` from the pace so far (rank 0). The evaluations
+    fall every ``seconds / EVALUATIONS`` of wall time, the last one at the end."""
+    now = time.time()
+    step_cost = train_seconds / step
+    points = len(times)
+    evals_left = max(EVALUATIONS - points, 0)
+    final_eval = FINAL_EVAL_BATCHES / eval_batches * statistics.median(eval_seconds)
+    left = start_time + seconds - now - evals_left * statistics.median(eval_seconds) \
+        - final_eval - 1.0
+    if not planned or now - start_time < REPLAN_UNTIL * seconds:
+        # A shared machine speeds up and slows down: re-plan from the pace measured so far.
+        planned = step + max(int(left / step_cost), 1)
+    if left < step_cost:
+        planned = step  # out of time: the final evaluation comes next
+    spacing = seconds / EVALUATIONS
+    elapsed = now - start_time
+    due = elapsed >= points * spacing and elapsed - times[-1] >= spacing / 2
+    return [planned, due and (planned - step) * step_cost > spacing / 2]
+
+
+def train_for_budget(config_path: Path, overrides: list[str], seconds: float, ranks: int,
+                     workdir: Path, threads: int = 1) -> dict[str, Any]:
+    """Train ``config_path`` on ``ranks`` processes (one thread each; ``threads`` for a single
+    process) for ``seconds`` of wall time, counted from before the processes start to after
+    the final evaluation."""
+    config = load_config(config_path, [f"out_dir={workdir}", "progress=false",
+                                       "tensorboard=false", "sample_chars=0",
+                                       "max_steps=1000000",
+                                       "distributed=" + ("ddp" if ranks > 1 else "none")]
+                         + overrides)
+    prepare_data(config)  # the token file exists before the ranks read it
+    result_path = workdir / "budget.json"
+    start = time.time()
+    if ranks > 1:
+        import torch.multiprocessing as mp
+
+        mp.spawn(_budget_run, args=(ranks, config.to_dict(), _free_port(), start, seconds,
+                                    str(result_path)), nprocs=ranks, join=True)
+    else:
+        before = torch.get_num_threads()
+        _budget_run(0, 1, config.to_dict(), 0, start, seconds, str(result_path), threads)
+        torch.set_num_threads(before)
+    result = json.loads(result_path.read_text())
+    result["config"] = config
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def plot_curve(curve: list[tuple[float, dict[str, float]]], path: Path, budget: float) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    minutes = [t / 60 for t, _ in curve]
+    ax.plot(minutes, [e["val_loss"] for _, e in curve], "o-", label="validation")
+    ax.plot(minutes, [e["train_loss"] for _, e in curve], "s--", label="training (running mean)")
+    ax.axhline(TARGET_LOSS, color="grey", lw=0.8, ls=":", label=f"target {TARGET_LOSS:.2f}")
+    ax.axvline(budget / 60, color="grey", lw=0.8)
+    ax.set(xlabel="wall-clock minutes (2 CPU cores)", ylabel="loss (nats/char)",
+           title="Character-level Shakespeare GPT on CPU", ylim=(1.3, 3.0))
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-# ----------------------------------------------------------------------------- 2-4. steps
+# ----------------------------------------------------------------------------- 3-5. steps
 
 
 def make_model(config: Any, vocab: int) -> GPT:
@@ -264,7 +378,7 @@ def compare_checkpointing(config: Any, vocab: int, x: torch.Tensor, y: torch.Ten
     return out
 
 
-# ----------------------------------------------------------------------------- 5. DDP
+# ----------------------------------------------------------------------------- 6. DDP
 
 
 def compare_ddp(config_overrides: list[str], steps: int, workdir: Path) -> dict[str, Any]:
@@ -291,79 +405,150 @@ def compare_ddp(config_overrides: list[str], steps: int, workdir: Path) -> dict[
     return summary
 
 
+# ----------------------------------------------------------------------------- 2. vs HF
+
+
+def hf_gpt2_config(config: ModelConfig, attn_implementation: str) -> Any:
+    """The transformers ``GPT2Config`` of the same architecture as ``config``."""
+    from transformers import GPT2Config
+
+    gpt2_like = dict(position="learned", norm="layernorm", mlp="gelu", bias=True,
+                     pre_norm=True)
+    differs = {k: getattr(config, k) for k, v in gpt2_like.items() if getattr(config, k) != v}
+    if differs or config.n_kv_head != config.n_head or config.head_dim * config.n_head != \
+            config.d_model:
+        raise ValueError(f"GPT2LMHeadModel has no equivalent of {differs or 'these heads'}: "
+                         "compare a ModelConfig.gpt2_style model")
+    return GPT2Config(vocab_size=config.vocab_size, n_positions=config.context_length,
+                      n_embd=config.d_model, n_layer=config.n_layer, n_head=config.n_head,
+                      n_inner=config.d_ff, activation_function="gelu_new",
+                      layer_norm_epsilon=config.norm_eps, resid_pdrop=config.dropout,
+                      embd_pdrop=config.dropout, attn_pdrop=config.dropout,
+                      tie_word_embeddings=config.tie_embeddings, use_cache=False,
+                      bos_token_id=None, eos_token_id=None,  # GPT-2's 50256 is no char id
+                      attn_implementation=attn_implementation)
+
+
+def _hf_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(input_ids=x, use_cache=False).logits
+
+
+def check_same_loss(model_config: ModelConfig, x: torch.Tensor,
+                    y: torch.Tensor) -> dict[str, float]:
+    """HF model -> ``GPT.from_hf_gpt2`` copy: the two losses on one batch, both attention
+    implementations."""
+    from transformers import GPT2LMHeadModel
+
+    out = {}
+    for impl in ("sdpa", "eager"):
+        torch.manual_seed(0)
+        hf = GPT2LMHeadModel(hf_gpt2_config(model_config, impl)).eval()
+        ours = GPT.from_hf_gpt2(hf)
+        with torch.no_grad():
+            out[impl] = (causal_lm_loss(_hf_logits(hf, x), y).item(),
+                         causal_lm_loss(ours(x), y).item())
+    return {"llmlab": out["eager"][1], "hf_eager": out["eager"][0], "hf_sdpa": out["sdpa"][0],
+            "max_abs_diff": max(abs(a - b) for a, b in out.values())}
+
+
+def compare_with_hf(model_config: ModelConfig, lr: float, batches: list, rounds: int,
+                    steps: int) -> dict[str, dict[str, dict[str, float]]]:
+    """Training tokens/s of llmlab's GPT and GPT2LMHeadModel (sdpa, eager) of one size in
+    one loop: same batches, torch AdamW, same precision; rounds interleave the models."""
+    from transformers import GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    reference = GPT2LMHeadModel(hf_gpt2_config(model_config, "sdpa"))
+
+    def build(name: str) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+        """A fresh copy of the same weights (so the losses after the run must agree)."""
+        if name == "llmlab GPT":
+            model = GPT.from_hf_gpt2(reference).train()
+            return model, model
+        impl = "sdpa" if "sdpa" in name else "eager"
+        hf = GPT2LMHeadModel(hf_gpt2_config(model_config, impl))
+        hf.load_state_dict(reference.state_dict())
+        return hf.train(), lambda x, m=hf: _hf_logits(m, x)
+
+    names = ["llmlab GPT", "GPT2LMHeadModel (sdpa)", "GPT2LMHeadModel (eager)"]
+    counts = {n: sum(p.numel() for p in build(n)[0].parameters()) for n in names}
+    if len(set(counts.values())) != 1:
+        raise AssertionError(f"the models differ in size: {counts}")
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for precision in ("fp32", "bf16"):
+        times: dict[str, list[float]] = {n: [] for n in names}
+        losses: dict[str, float] = {}
+        for _ in range(rounds):
+            for name in names:
+                model, logits_of = build(name)
+                optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+                for i in range(steps):
+                    x, y = batches[i % len(batches)]
+                    tic = time.perf_counter()
+                    optimizer.zero_grad(set_to_none=True)
+                    with autocast(precision, "cpu"):
+                        loss = causal_lm_loss(logits_of(x), y)
+                    loss.backward()
+                    optimizer.step()
+                    if i:  # the first step allocates the optimizer's moments
+                        times[name].append(time.perf_counter() - tic)
+                losses[name] = loss.item()
+        tokens = batches[0][0].numel()
+        out[precision] = {n: {"tokens_per_s": tokens / statistics.median(times[n]),
+                              "loss": losses[n], "params": counts[n]} for n in names}
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 
+SECTIONS = ("budget", "hf", "optim", "precision", "ckpt", "ddp")
+MARK = "<!-- section: {} -->"
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=4.0, help="training budget")
-    parser.add_argument("--quick", action="store_true", help="1 minute, short measurements")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1: stable timings on a shared machine)")
-    parser.add_argument("--block-size", type=int, default=64,
-                        help="training context (64 learns faster per CPU second than 128)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/training.md"))
-    args = parser.parse_args()
-    minutes = 1.0 if args.quick else args.minutes
-    torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()
-    started = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix="llmlab-bench-training-"))
 
-    base_overrides = [f"out_dir={workdir / 'data'}", "device=cpu", f"block_size={args.block_size}"]
-    config = load_config(CONFIG, base_overrides)
-    data = prepare_data(config)
-    vocab = data[2].vocab_size
+def _measured(load_before: tuple[float, ...]) -> str:
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    after = os.getloadavg()
+    return (f"*Measured {now}; load average (1 min) {load_before[0]:.2f} before, "
+            f"{after[0]:.2f} after (2 cores shared with other work: timings are noisy).*")
 
-    print(f"1. training for {minutes:g} min ...", flush=True)
-    run = train_for_budget(data, minutes * 60, workdir / "budget", args.block_size)
-    last = run["curve"][-1][1]
-    print(f"   {run['steps']} steps, val loss {last['val_loss']:.3f} in {run['seconds']:.0f} s")
 
-    sampler = WindowSampler(data[0], config.batch_size, config.block_size, seed=7)
-    batches = [sampler.sample() for _ in range(8)]
-    print("2. optimizers ...", flush=True)
-    optim = compare_optimizers(config, vocab, batches, rounds=2 if args.quick else 3,
-                               steps=6 if args.quick else 8)
-    x, y = batches[0]
-    print("3. precision ...", flush=True)
-    precision = compare_precision(config, vocab, x, y, repeats=4 if args.quick else 10)
-    print("4. activation checkpointing ...", flush=True)
-    big_config = load_config(CONFIG, [f"out_dir={workdir}", "block_size=256"])
-    bx, by = WindowSampler(data[0], CKPT_BATCH, 256, seed=3).sample()
-    ckpt = compare_checkpointing(big_config, vocab, bx, by, repeats=3)
-    print("5. data parallelism ...", flush=True)
-    ddp = compare_ddp(base_overrides, steps=8 if args.quick else 20, workdir=workdir)
-    elapsed = time.perf_counter() - started
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds % 60 == 0 else f"{seconds:.0f} s"
 
-    png = args.out.with_name(args.out.stem + "_curve.png")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    plot_curve(run["curve"], png)
+
+def render_budget(run: dict[str, Any], png: Path, budget: float, stamp: str) -> list[str]:
     cfg = run["config"]
     model = cfg.model
-    baseline = optim["torch AdamW (for-loop)"]
+    last = run["curve"][-1][1]
+    best = min(run["curve"], key=lambda point: point[1]["val_loss"])
+    target = "**met**" if last["val_loss"] <= TARGET_LOSS else "not met"
+    overrides = " with " + ", ".join(run["overrides"]) if run["overrides"] else ""
+    cores = run["world_size"] if run["world_size"] > 1 else run["threads"]
     rows = [
-        "# Training benchmark",
+        f"## 1. Character-level Shakespeare in {_duration(budget)} of {cores} CPU "
+        f"core{'s' * (cores > 1)}",
         "",
-        f"{datetime.date.today()} · {platform.processor() or platform.machine()} · "
-        f"{os.cpu_count()} CPUs · torch threads: {args.threads} · Python "
-        f"{platform.python_version()} · torch {torch.__version__} · load average at start "
-        f"{load_before[0]:.1f} (a shared machine: other work ran beside this benchmark)"
-        + (" · **--quick**" if args.quick else ""),
+        stamp,
         "",
-        f"## 1. Character-level Shakespeare in {minutes:g} min of one CPU core",
+        f"`{CONFIG_5MIN.relative_to(ROOT)}`{overrides}: "
+        f"{model['n_layer']} layers, {model['n_head']} heads, d_model {model['d_model']}, "
+        f"{run['n_params']:,} parameters; batch {cfg.batch_size} x block {cfg.block_size}; "
+        f"{cfg.precision} autocast; AdamW lr {cfg.lr:g}, {cfg.warmup_steps} warm-up steps, "
+        f"cosine to {cfg.min_lr:g}; {run['world_size']} "
+        + ("DDP ranks (gloo) with one thread each." if run["world_size"] > 1
+           else f"process with {run['threads']} thread{'s' * (run['threads'] > 1)}.")
+        + f" The budget is wall time from before the processes start ({run['ready_seconds']:.1f} s "
+        "to start them and build the model) to after the final evaluation. The number of steps, "
+        f"and so the cosine's end, is planned from the pace of the first {CALIBRATION_STEPS} "
+        f"steps and re-planned every {PLAN_EVERY} steps during the first {REPLAN_UNTIL:.0%} of "
+        "the budget (the load of a shared machine changes); after that the pace is only "
+        "checked against the deadline. Validation = the last 10% of the corpus, the same "
+        f"fixed windows as before ({cfg.eval_batches} batches of {cfg.batch_size} x "
+        f"{cfg.block_size}; the last evaluation {FINAL_EVAL_BATCHES}), scored in fp32. The run "
+        f"ended {run['deadline_overrun']:+.1f} s from the deadline.",
         "",
-        f"`configs/shakespeare_char.yaml` ({model['n_layer']} layers, {model['n_head']} heads, "
-        f"d_model {model['d_model']}, {run['n_params']:,} parameters, batch {cfg.batch_size} x "
-        f"block {cfg.block_size}, AdamW lr {cfg.lr:g} with warm-up + cosine to "
-        f"{cfg.min_lr:g}). The run's length (and so the cosine's end) is planned from a timed "
-        f"calibration ({run['step_seconds'] * 1e3:.0f} ms a step: {run['planned_steps']} "
-        "steps), then re-planned after each evaluation in the first half of the budget from "
-        "the pace measured so far (the load of a shared machine changes), ending at "
-        f"{run['final_max_steps']} steps. Validation = the last 10% of the corpus, "
-        f"{EVAL_BATCHES} batches a split per evaluation.",
-        "",
-        "| wall time | step | train loss | validation loss | validation perplexity |",
+        "| wall time | step | training loss (mean since the last row) | validation loss "
+        "| validation perplexity |",
         "|---:|---:|---:|---:|---:|",
     ]
     for seconds, e in run["curve"]:
@@ -371,10 +556,11 @@ def main() -> None:
                     f"{e['val_loss']:.3f} | {e['val_ppl']:.2f} |")
     rows += [
         "",
-        f"Reached **validation loss {last['val_loss']:.3f}** after {run['steps']} steps "
-        f"({run['tokens']:,} training tokens, {run['tokens'] / run['seconds']:,.0f} tokens/s "
-        f"including evaluations) in {run['seconds']:.0f} s. Curve: "
-        f"[{png.name}]({png.name}).",
+        f"Reached **validation loss {last['val_loss']:.3f}** (target {TARGET_LOSS:.2f}: "
+        f"{target}; lowest on the curve {best[1]['val_loss']:.3f}) after {run['steps']} steps "
+        f"({run['tokens']:,} training tokens, {run['tokens'] / run['train_seconds']:,.0f} "
+        f"tokens/s while training) in {run['seconds']:.0f} s, of which "
+        f"{run['eval_seconds']:.0f} s evaluating. Curve: [{png.name}]({png.name}).",
         "",
         "Samples (temperature 0.8), after the prompt `ROMEO:` (seed 0) and after a newline "
         "(seed 1):",
@@ -386,10 +572,56 @@ def main() -> None:
         "```",
         run["samples"][1],
         "```",
+    ]
+    return rows
+
+
+def render_hf(hf: dict[str, Any], same: dict[str, float], model_config: ModelConfig,
+              shape: tuple[int, int], stamp: str) -> list[str]:
+    rows = [
+        "## 2. llmlab's GPT vs transformers' GPT2LMHeadModel of the same size",
         "",
-        "## 2. Optimizer: llmlab's AdamW vs torch.optim.AdamW",
+        stamp,
         "",
-        f"Same model, same 8 batches of {cfg.batch_size} x {cfg.block_size} tokens, a whole "
+        f"The same architecture ({model_config.n_layer} layers, d_model "
+        f"{model_config.d_model}, vocabulary {model_config.vocab_size}: "
+        f"{hf['fp32']['llmlab GPT']['params']:,} parameters in each, asserted) built as "
+        "`llmlab.model.GPT` and as `GPT2LMHeadModel` from a `GPT2Config` derived from the "
+        "llmlab `ModelConfig`, starting from the same weights (`GPT.from_hf_gpt2`), in one "
+        f"loop: the same 8 batches of {shape[0]} x {shape[1]} tokens, forward + "
+        "`causal_lm_loss` + backward + `torch.optim.AdamW`, the same precision; medians over "
+        "rounds that interleave the three models. transformers 5 picks `sdpa` attention "
+        "(torch's fused `scaled_dot_product_attention`) by default; `eager` is its "
+        "explicit-softmax path, the algorithm llmlab's attention spells out.",
+        "",
+        "| precision | model | tokens/s | vs GPT2LMHeadModel (sdpa) | vs (eager) "
+        "| loss after the run |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for precision, results in hf.items():
+        sdpa = results["GPT2LMHeadModel (sdpa)"]["tokens_per_s"]
+        eager = results["GPT2LMHeadModel (eager)"]["tokens_per_s"]
+        for name, r in results.items():
+            rows.append(f"| {precision} | {name} | {r['tokens_per_s']:,.0f} | "
+                        f"{r['tokens_per_s'] / sdpa:.2f}x | {r['tokens_per_s'] / eager:.2f}x | "
+                        f"{r['loss']:.4f} |")
+    rows += [
+        "",
+        f"Same weights, same loss: on one batch (fp32, eval mode) llmlab's copy scores "
+        f"{same['llmlab']:.6f}, GPT2LMHeadModel {same['hf_sdpa']:.6f} (sdpa) and "
+        f"{same['hf_eager']:.6f} (eager); largest difference {same['max_abs_diff']:.1e}.",
+    ]
+    return rows
+
+
+def render_optim(optim: dict[str, Any], shape: tuple[int, int], stamp: str) -> list[str]:
+    baseline = optim["torch AdamW (for-loop)"]
+    rows = [
+        "## 3. Optimizer: llmlab's AdamW vs torch.optim.AdamW",
+        "",
+        stamp,
+        "",
+        f"Same model, same 8 batches of {shape[0]} x {shape[1]} tokens, a whole "
         "training step (forward, backward, optimizer); medians over rounds that interleave "
         "the variants. Baseline: torch's for-loop AdamW (the same algorithm, one tensor at "
         "a time).",
@@ -401,7 +633,6 @@ def main() -> None:
         rows.append(f"| {name} | {r['tokens_per_s']:,.0f} | "
                     f"{r['tokens_per_s'] / baseline['tokens_per_s']:.2f}x | "
                     f"{r['opt_ms']:.2f} ms | {r['loss']:.4f} |")
-    ratio = precision["bf16"]["seconds"] / precision["fp32"]["seconds"]
     rows += [
         "",
         "The optimizer step is a small part of a training step for this model (the forward "
@@ -409,8 +640,16 @@ def main() -> None:
         "by tens of percent between rounds: read the tokens/s ratios as noise around 1.0x "
         "and the *optimizer step alone* column as the optimizers' own cost. Equal losses "
         "show that the four compute the same update.",
+    ]
+    return rows
+
+
+def render_precision(precision: dict[str, Any], stamp: str) -> list[str]:
+    ratio = precision["bf16"]["seconds"] / precision["fp32"]["seconds"]
+    return [
+        "## 4. Mixed precision on CPU: fp32 vs bf16 autocast",
         "",
-        "## 3. Mixed precision on CPU: fp32 vs bf16 autocast",
+        stamp,
         "",
         "| precision | step time (median) | loss |",
         "|---|---:|---:|",
@@ -420,17 +659,22 @@ def main() -> None:
         f"{precision['bf16']['loss']:.4f} |",
         "",
         f"bf16 / fp32 step time: **{ratio:.2f}x** ({'slower' if ratio > 1 else 'faster'}). "
-        "CPUs without bf16 matrix instructions (AMX, AVX512-BF16) pay for the conversions "
-        "without faster matmuls; on GPUs bf16 is the default.",
+        "This CPU has bf16 matrix instructions (AVX512-BF16); CPUs without them (or AMX) pay "
+        "for the conversions without faster matmuls. On GPUs bf16 is the default.",
+    ]
+
+
+def render_ckpt(ckpt: dict[str, Any], stamp: str) -> list[str]:
+    rows = [
+        "## 5. Activation checkpointing",
         "",
-        "## 4. Activation checkpointing",
+        stamp,
         "",
         f"Same model, batch {CKPT_BATCH} x 256 tokens. *Saved for backward* counts the "
         "bytes of every tensor autograd keeps for the backward pass plus the block inputs "
-        "checkpointing "
-        "keeps to replay each block, each storage once (exact); *peak RSS growth* is the "
-        "process's high-water mark during one step minus its size before (approximate: "
-        "allocator caching).",
+        "checkpointing keeps to replay each block, each storage once (exact); *peak RSS "
+        "growth* is the process's high-water mark during one step minus its size before "
+        "(approximate: allocator caching).",
         "",
         "| | saved for backward | peak RSS growth | step time |",
         "|---|---:|---:|---:|",
@@ -445,11 +689,19 @@ def main() -> None:
         f"{ckpt['checkpointed']['saved_mib'] / ckpt['plain']['saved_mib']:.2f}x**, "
         f"peak RSS growth {ckpt['checkpointed']['rss_mib'] / ckpt['plain']['rss_mib']:.2f}x, "
         f"time **{ckpt['checkpointed']['seconds'] / ckpt['plain']['seconds']:.2f}x**.",
+    ]
+    return rows
+
+
+def render_ddp(ddp: dict[str, Any], shape: tuple[int, int], stamp: str) -> list[str]:
+    rows = [
+        "## 6. One process vs two DDP ranks (gloo, CPU)",
         "",
-        "## 5. One process vs two DDP ranks (gloo, CPU)",
+        stamp,
         "",
-        f"The same global batch ({cfg.batch_size} x {cfg.block_size}); tokens/s from the "
-        "median logged step time after 2 warm-up steps (process start-up excluded).",
+        f"`configs/shakespeare_char.yaml` in fp32, the same global batch ({shape[0]} x "
+        f"{shape[1]}); tokens/s from the median logged step time after 2 warm-up steps "
+        "(process start-up excluded).",
         "",
         "| run | tokens/s | vs 1 process, 1 thread | final loss |",
         "|---|---:|---:|---:|",
@@ -465,15 +717,128 @@ def main() -> None:
         f"Two DDP ranks ran at {ddp_ratio:.2f}x the single-thread process and "
         f"{ddp_ratio / threads_ratio:.2f}x one process using both cores. The ranks share "
         "this machine's 2 cores (with whatever else runs on it) and all-reduce every "
-        "gradient each step, so on a small model two threads in one process are the fair "
-        "baseline; data parallelism pays off with one idle device per rank. Equal final "
-        "losses: the ranks compute the same training as one process (tested to 1e-6 in "
-        "tests/test_training.py).",
-        "",
-        f"Benchmark wall time: {elapsed:.0f} s.",
+        "gradient each step, so other load on either core makes both ranks wait. Equal "
+        "final losses: the ranks compute the same training as one process (tested to 1e-6 "
+        "in tests/test_training.py).",
     ]
-    args.out.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    print("\n".join(rows))
+    return rows
+
+
+def write_report(path: Path, sections: dict[str, list[str]], header: str) -> str:
+    """Replace the sections measured now in ``path``, keep the others as they were."""
+    kept: dict[str, str] = {}
+    if path.is_file():
+        for chunk in re.split(r"(?=^<!-- section: )", path.read_text(encoding="utf-8"),
+                              flags=re.M):
+            found = re.match(r"<!-- section: (\w+) -->", chunk)
+            if found:
+                kept[found.group(1)] = chunk.rstrip("\n")
+    for name, rows in sections.items():
+        kept[name] = MARK.format(name) + "\n" + "\n".join(rows)
+    body = [kept[name] for name in SECTIONS if name in kept]
+    text = "\n\n".join([header, *body]) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run, of {', '.join(SECTIONS)}; "
+                             "the others keep their last results in --out")
+    parser.add_argument("--budget", type=float, default=300.0,
+                        help="seconds of wall time for the training run (section budget)")
+    parser.add_argument("--ranks", type=int, default=2,
+                        help="processes for the budget run (one thread each)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the budget run's process when --ranks 1")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help=f"overrides of {CONFIG_5MIN.name} for the budget run")
+    parser.add_argument("--quick", action="store_true",
+                        help="1-minute budget, short measurements (a smoke test)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/training.md")
+    args = parser.parse_args()
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    if args.ranks < 1 or args.threads < 1:
+        parser.error(f"--ranks and --threads must be >= 1; got {args.ranks}, {args.threads}")
+    budget = 60.0 if args.quick else args.budget
+    torch.set_num_threads(1)  # stable timings on a shared machine
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="llmlab-bench-training-"))
+    base_overrides = [f"out_dir={workdir / 'data'}", "device=cpu", "block_size=64"]
+    config = load_config(CONFIG, base_overrides)
+    data = prepare_data(config)
+    vocab = data[2].vocab_size
+    sampler = WindowSampler(data[0], config.batch_size, config.block_size, seed=7)
+    batches = [sampler.sample() for _ in range(8)]
+    shape = (config.batch_size, config.block_size)
+    sections: dict[str, list[str]] = {}
+    png = args.out.with_name(args.out.stem + "_curve.png")
+
+    if "budget" in only:
+        load = os.getloadavg()
+        print(f"budget: training for {budget:g} s on {args.ranks} rank(s) ...", flush=True)
+        run = train_for_budget(CONFIG_5MIN, args.set, budget, args.ranks, workdir / "budget",
+                               threads=args.threads)
+        run["overrides"], run["threads"] = args.set, args.threads
+        last = run["curve"][-1][1]
+        print(f"   {run['steps']} steps, val loss {last['val_loss']:.3f} in "
+              f"{run['seconds']:.0f} s", flush=True)
+        plot_curve(run["curve"], png, budget)
+        sections["budget"] = render_budget(run, png, budget, _measured(load))
+    if "hf" in only:
+        load = os.getloadavg()
+        print("hf: llmlab GPT vs GPT2LMHeadModel ...", flush=True)
+        model_config = config.model_config(vocab)
+        same = check_same_loss(model_config, *batches[0])
+        hf = compare_with_hf(model_config, config.lr, batches, rounds=2 if args.quick else 4,
+                             steps=4 if args.quick else 8)
+        sections["hf"] = render_hf(hf, same, model_config, shape, _measured(load))
+    if "optim" in only:
+        load = os.getloadavg()
+        print("optim: optimizers ...", flush=True)
+        optim = compare_optimizers(config, vocab, batches, rounds=2 if args.quick else 3,
+                                   steps=6 if args.quick else 8)
+        sections["optim"] = render_optim(optim, shape, _measured(load))
+    if "precision" in only:
+        load = os.getloadavg()
+        print("precision: fp32 vs bf16 ...", flush=True)
+        precision = compare_precision(config, vocab, *batches[0],
+                                      repeats=4 if args.quick else 10)
+        sections["precision"] = render_precision(precision, _measured(load))
+    if "ckpt" in only:
+        load = os.getloadavg()
+        print("ckpt: activation checkpointing ...", flush=True)
+        big_config = load_config(CONFIG, [f"out_dir={workdir}", "block_size=256"])
+        bx, by = WindowSampler(data[0], CKPT_BATCH, 256, seed=3).sample()
+        ckpt = compare_checkpointing(big_config, vocab, bx, by, repeats=3)
+        sections["ckpt"] = render_ckpt(ckpt, _measured(load))
+    if "ddp" in only:
+        load = os.getloadavg()
+        print("ddp: 1 process vs 2 ranks ...", flush=True)
+        ddp = compare_ddp(base_overrides, steps=8 if args.quick else 20, workdir=workdir)
+        sections["ddp"] = render_ddp(ddp, shape, _measured(load))
+
+    budget_flags = ("" if args.quick else f" --budget {budget:g}") + f" --ranks {args.ranks}" \
+        + (f" --threads {args.threads}" if args.ranks == 1 else "") \
+        + (" --set " + " ".join(args.set) if args.set else "")
+    header = "\n".join([
+        "# Training benchmark",
+        "",
+        f"{platform.processor() or platform.machine()} · {os.cpu_count()} CPUs · Python "
+        f"{platform.python_version()} · torch {torch.__version__} · last run: "
+        f"`python benchmarks/bench_training.py --only {','.join(only)}"
+        + (" --quick" if args.quick else "")
+        + (budget_flags if "budget" in only else "")
+        + f"` ({time.perf_counter() - started:.0f} s). Each section says when it was measured "
+        "and under what load; re-run one with `--only NAME`.",
+    ])
+    print(write_report(args.out, sections, header))
+    shutil.rmtree(workdir, ignore_errors=True)  # token files, checkpoints
 
 
 if __name__ == "__main__":
