@@ -25,6 +25,7 @@ that llmlab's ``Trainer`` and transformers' ``Trainer`` log the same losses step
 from __future__ import annotations
 
 import importlib.util
+import logging
 from typing import Any, Literal
 
 import numpy as np
@@ -187,6 +188,8 @@ def training_arguments(config: TrainConfig, **overrides: Any) -> Any:
         seed=config.seed, data_seed=config.seed,
         use_cpu=config.device == "cpu",
         dataloader_drop_last=True,  # every batch full, as llmlab's sampler draws them
+        # Pinned memory only speeds up copies to a GPU; on a CPU torch warns about it.
+        dataloader_pin_memory=torch.cuda.is_available() and config.device != "cpu",
         disable_tqdm=not config.progress,
         report_to=["tensorboard"] if tensorboard else "none",
         push_to_hub=False,
@@ -210,6 +213,7 @@ def make_trainer(
     by ``WarmupCosine`` (the scheduler is one of ``Trainer``'s override points); the
     default keeps transformers' ``cosine_with_min_lr``.
     """
+    _quiet_optional_kernels()
     from transformers import Trainer as HFTrainer
 
     if schedule not in ("transformers", "llmlab"):
@@ -235,6 +239,12 @@ def make_trainer(
                              {"create_scheduler": _llmlab_scheduler(curve)})
     return trainer_class(model=model, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset)
+
+
+def _quiet_optional_kernels() -> None:
+    """``Trainer`` imports bitsandbytes, whose CPU backend logs a warning when it cannot
+    download an optional faster kernel from a model hub: expected offline, and harmless."""
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def _llmlab_scheduler(curve: WarmupCosine) -> Any:
