@@ -26,24 +26,21 @@ would exceed ``--naive-max-mib`` (default 512 MiB), and the table says so.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from common import machine, save_report  # first: offline settings, llmlab importable
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+# isort: split
 
-from llmlab import attention as A  # noqa: E402
+import torch
+import torch.nn.functional as F
+
+from llmlab import attention as A
 
 BATCH, HEADS, HEAD_DIM, BLOCK = 1, 4, 64, 256
 LENGTHS = (256, 512, 1024, 2048, 4096, 8192)
@@ -233,9 +230,7 @@ def main() -> None:
     rows = [
         "# Attention benchmark",
         "",
-        f"{datetime.date.today()} · {platform.processor() or platform.machine()} · "
-        f"{os.cpu_count()} CPUs · torch threads: {args.threads} · Python "
-        f"{platform.python_version()} · torch {torch.__version__}"
+        f"{machine(torch=torch.__version__)} · torch threads: {args.threads}"
         + (" · **--quick**" if args.quick else ""),
         "",
         f"Causal self-attention, float32, batch {BATCH}, {HEADS} heads of {HEAD_DIM} dims, "
@@ -284,12 +279,8 @@ def main() -> None:
         "",
         f"Benchmark wall time: {elapsed:.0f} s.",
     ]
-    report = "\n".join(rows) + "\n"
-    print()
-    print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report, encoding="utf-8")
-    print(f"written to {args.out} and {png}")
+    save_report(rows, args.out)
+    print(f"and {png}")
 
 
 if __name__ == "__main__":

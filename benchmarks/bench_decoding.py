@@ -28,26 +28,23 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import os
-import platform
-import sys
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from common import machine, save_report  # first: offline settings, llmlab importable
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
+# isort: split
 
-from llmlab import assets, decoding  # noqa: E402
-from llmlab.model import GPT  # noqa: E402
+import numpy as np
+import torch
+import transformers
+
+from llmlab import assets, decoding
+from llmlab.model import GPT
 
 CACHE_PROMPT = "The history of the printing press begins"
 COMPARE_PROMPTS = ["The capital of France is", "def fibonacci(n):",
@@ -221,10 +218,8 @@ def main() -> None:
     rows = [
         "# Decoding benchmark",
         "",
-        f"{datetime.date.today()} · {platform.processor() or platform.machine()} · "
-        f"{os.cpu_count()} CPUs, torch using {args.threads} thread(s) · Python "
-        f"{platform.python_version()} · torch {torch.__version__} · transformers "
-        f"{transformers.__version__} · load average {load_before:.1f} at the start, "
+        f"{machine(torch=torch.__version__, transformers=transformers.__version__)} · "
+        f"torch using {args.threads} thread(s) · load average {load_before:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end (on a shared machine single runs vary, the "
         f"more so the higher the load) · whole run {elapsed / 60:.1f} min"
         + (" · **--quick**" if args.quick else ""),
@@ -280,12 +275,7 @@ def main() -> None:
         "and suits tasks that repeat their input. With training: a smaller model of the "
         "same family (SmolLM2-135M drafting for SmolLM2-1.7B) or a distilled draft head.",
     ]
-    report = "\n".join(rows) + "\n"
-    print()
-    print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report, encoding="utf-8")
-    print(f"written to {args.out}")
+    save_report(rows, args.out)
 
 
 if __name__ == "__main__":

@@ -15,26 +15,23 @@ extrapolating its per-merge cost (said so in the table).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from common import machine, save_report  # first: offline settings, llmlab importable
 
-import tokenizers  # noqa: E402
-import transformers  # noqa: E402
+# isort: split
 
-from llmlab import assets  # noqa: E402
-from llmlab import tokenization as tk  # noqa: E402
+import tokenizers
+import transformers
+
+from llmlab import assets
+from llmlab import tokenization as tk
 
 EOT = "<|endoftext|>"
 def shakespeare(n_bytes: int) -> str:
@@ -176,9 +173,7 @@ def main() -> None:
     rows = [
         "# Tokenization benchmark",
         "",
-        f"{datetime.date.today()} · {platform.processor() or platform.machine()} · "
-        f"{os.cpu_count()} CPUs · Python {platform.python_version()} · tokenizers "
-        f"{tokenizers.__version__} · transformers {transformers.__version__}"
+        f"{machine(tokenizers=tokenizers.__version__, transformers=transformers.__version__)}"
         + (" · **--quick**" if args.quick else ""),
         "",
         f"Corpus: first {size_mb:.2f} MB of the Shakespeare asset ({len(counts):,} distinct "
@@ -225,12 +220,7 @@ def main() -> None:
         "`encode_batch`. llmlab's cache holds each distinct pre-token's ids, so its speed "
         "on new text lies between the empty-cache and warm-cache rows.",
     ]
-    report = "\n".join(rows) + "\n"
-    print()
-    print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report, encoding="utf-8")
-    print(f"written to {args.out}")
+    save_report(rows, args.out)
 
 
 if __name__ == "__main__":

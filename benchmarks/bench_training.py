@@ -30,31 +30,29 @@ import datetime
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import socket
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from common import machine  # first: offline settings, llmlab importable
 
-import matplotlib  # noqa: E402
+# isort: split
+
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+import torch.distributed as dist
 
-from llmlab.model import GPT, ModelConfig  # noqa: E402
-from llmlab.training import (  # noqa: E402
+from llmlab.model import GPT, ModelConfig
+from llmlab.training import (
     AdamW,
     TrainConfig,
     Trainer,
@@ -829,8 +827,7 @@ def main() -> None:
     header = "\n".join([
         "# Training benchmark",
         "",
-        f"{platform.processor() or platform.machine()} · {os.cpu_count()} CPUs · Python "
-        f"{platform.python_version()} · torch {torch.__version__} · last run: "
+        f"{machine(torch=torch.__version__)} · last run: "
         f"`python benchmarks/bench_training.py --only {','.join(only)}"
         + (" --quick" if args.quick else "")
         + (budget_flags if "budget" in only else "")
