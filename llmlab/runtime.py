@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import platform
 import random
@@ -12,6 +13,11 @@ import torch
 
 #: Packages whose versions a notebook prints in its first cell.
 REPORTED_PACKAGES = ("llmlab", "torch", "transformers", "tokenizers", "numpy")
+
+# Whenever bitsandbytes is imported (by transformers' Trainer, by quantization), its CPU
+# backend warns that it could not download an optional faster kernel from a model hub:
+# always so offline, and harmless. On stderr, the site build's -W would make it an error.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def device(prefer: str | None = None) -> torch.device:

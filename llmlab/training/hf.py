@@ -25,7 +25,6 @@ that llmlab's ``Trainer`` and transformers' ``Trainer`` log the same losses step
 from __future__ import annotations
 
 import importlib.util
-import logging
 from typing import Any, Literal
 
 import numpy as np
@@ -213,7 +212,6 @@ def make_trainer(
     by ``WarmupCosine`` (the scheduler is one of ``Trainer``'s override points); the
     default keeps transformers' ``cosine_with_min_lr``.
     """
-    _quiet_optional_kernels()
     from transformers import Trainer as HFTrainer
 
     if schedule not in ("transformers", "llmlab"):
@@ -239,12 +237,6 @@ def make_trainer(
                              {"create_scheduler": _llmlab_scheduler(curve)})
     return trainer_class(model=model, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset)
-
-
-def _quiet_optional_kernels() -> None:
-    """``Trainer`` imports bitsandbytes, whose CPU backend logs a warning when it cannot
-    download an optional faster kernel from a model hub: expected offline, and harmless."""
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def _llmlab_scheduler(curve: WarmupCosine) -> Any:
