@@ -687,10 +687,7 @@ def _load_trained_gpt(folder: Path) -> Pretrained:
     if set(missing) - tied or unexpected:
         raise AssetCorruptedError(f"{folder / TRAINED_WEIGHTS} does not fit its config: missing "
                                   f"{sorted(set(missing) - tied)}, unexpected {unexpected}")
-    tokenizer = _tokenizer_from_state(info["tokenizer"])
-    tokenizer.state = info["tokenizer"]
-    model.trained = {k: info[k] for k in ("recipe", "steps", "val_loss", "evaluations")}
-    return Pretrained(model.eval(), tokenizer)
+    return Pretrained(model.eval(), _tokenizer_from_state(info["tokenizer"]))
 
 
 def trained_info(name: str = "shakespeare-gpt") -> dict[str, Any]:

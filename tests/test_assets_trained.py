@@ -59,8 +59,9 @@ def test_first_load_trains_then_loads_the_same_model_as_the_checkpoint(toy_train
     ids = torch.tensor([tokenizer.encode("To be, or not")])
     assert torch.equal(model(ids), reference(ids))
     assert model.lm_head.weight is model.tok_emb.weight  # tied again after loading
-    assert model.trained["steps"] == TINY["max_steps"]
-    assert model.trained["val_loss"] == model.trained["evaluations"][-1]["val_loss"]
+    made = assets.trained_info("toy-gpt")
+    assert made["steps"] == TINY["max_steps"]
+    assert made["val_loss"] == made["evaluations"][-1]["val_loss"]
     assets.verify("toy-gpt", full=True)
 
 
@@ -93,7 +94,7 @@ def test_an_interrupted_build_resumes_to_the_same_weights(toy_trained, tmp_path,
     half = Trainer(load_config(recipe, [f"out_dir={run_dir}"]))
     half.fit(steps=TINY["max_steps"] // 2)  # "Ctrl-C" after half the steps
     resumed = assets.load("toy-gpt").model
-    assert resumed.trained["steps"] == TINY["max_steps"]
+    assert assets.trained_info("toy-gpt")["steps"] == TINY["max_steps"]
     assert all(torch.equal(v, uninterrupted[k]) for k, v in resumed.state_dict().items())
 
 
@@ -104,7 +105,8 @@ def test_a_changed_recipe_trains_in_a_new_run_folder(toy_trained):
     assets.fetch("toy-gpt", force=True)
     folders = sorted((assets.home() / "runs").glob("toy-gpt-*"))
     assert len(folders) == 2
-    assert assets.load("toy-gpt").model.trained["steps"] == 8
+    assets.load("toy-gpt")
+    assert assets.trained_info("toy-gpt")["steps"] == 8
 
 
 def test_your_own_checkpoint_can_replace_the_asset(toy_trained, tmp_path):
@@ -114,11 +116,12 @@ def test_your_own_checkpoint_can_replace_the_asset(toy_trained, tmp_path):
     mine.fit()
     assets.install_trained(tmp_path / "mine" / "checkpoint.pt", name="toy-gpt")
     model = assets.load("toy-gpt").model
-    assert model.trained["steps"] == 5
+    assert assets.trained_info("toy-gpt")["steps"] == 5
     assert all(torch.equal(v, mine.model.state_dict()[k])
                for k, v in model.state_dict().items())
     assets.fetch("toy-gpt", force=True)  # back to the recipe's model, without retraining
-    assert assets.load("toy-gpt").model.trained["steps"] == TINY["max_steps"]
+    assets.load("toy-gpt")
+    assert assets.trained_info("toy-gpt")["steps"] == TINY["max_steps"]
 
 
 def test_bad_replacements_are_refused_with_what_to_do(toy_trained, tmp_path):
@@ -184,6 +187,7 @@ def test_the_command_line_adopts_a_checkpoint(toy_trained, tmp_path, capsys):
     assert main(["assets", "fetch", "toy-gpt", "--checkpoint",
                  str(tmp_path / "mine" / "checkpoint.pt")]) == 0
     assert "now holds the model of" in capsys.readouterr().out
-    assert assets.load("toy-gpt").model.trained["steps"] == 4
+    assets.load("toy-gpt")
+    assert assets.trained_info("toy-gpt")["steps"] == 4
     with pytest.raises(SystemExit, match="replaces one trained asset: name it"):
         main(["assets", "fetch", "--all", "--checkpoint", "x.pt"])

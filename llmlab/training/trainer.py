@@ -76,11 +76,16 @@ def _corpus(config: TrainConfig) -> str:
 
 
 def _tokenizer_from_state(state: dict[str, Any]) -> Any:
+    """The tokenizer a checkpoint recorded, carrying that record as ``.state`` (saved again
+    with the next checkpoint)."""
     if state["kind"] == "char":
-        return CharTokenizer(state["chars"])
-    from llmlab.tokenization import Tokenizer
+        tokenizer: Any = CharTokenizer(state["chars"])
+    else:
+        from llmlab.tokenization import Tokenizer
 
-    return Tokenizer.gpt2()
+        tokenizer = Tokenizer.gpt2()
+    tokenizer.state = state
+    return tokenizer
 
 
 def prepare_data(config: TrainConfig) -> tuple[np.ndarray, np.ndarray, Any]:
