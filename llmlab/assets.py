@@ -340,20 +340,24 @@ def fetch(name: str, force: bool = False) -> Path:
     folder = home() / asset.name
     if (folder / MANIFEST).exists() and not force:
         return folder
-    trained = isinstance(asset.source, TrainedHere)
-    archive = None if trained else _download(asset)
+    if isinstance(asset.source, TrainedHere):
+        return _materialise(asset, functools.partial(_train_here, asset))
+    return _materialise(asset, functools.partial(_extract, asset, _download(asset)))
+
+
+def _materialise(asset: Asset, build: Callable[[Path], None]) -> Path:
+    """Fill a staging folder with ``build``, convert it, write its manifest, then swap it in
+    for the asset's folder: a half-built asset never looks complete."""
     home().mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{asset.name}-", dir=home()))
+    folder = home() / asset.name
     try:
-        if trained:
-            _train_here(asset, staging)
-        else:
-            _extract(asset, archive, staging)
+        build(staging)
         if asset.convert is not None:
             asset.convert(staging)
         _write_manifest(staging)
         shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)  # atomic: a half-built asset never looks complete
+        staging.rename(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
@@ -655,18 +659,12 @@ def install_trained(checkpoint: str | os.PathLike, name: str = "shakespeare-gpt"
         raise AssetError(f"asset {asset.name!r} comes from {asset.source.label}; only a trained "
                          f"asset ({', '.join(n for n in names() if _is_trained(n))}) can be "
                          "replaced by a checkpoint")
-    home().mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{asset.name}-", dir=home()))
-    try:
+
+    def export_and_load(staging: Path) -> None:
         export_trained(checkpoint, staging)
         asset.loader(staging)  # refuse a checkpoint that would not load
-        _write_manifest(staging)
-        folder = home() / asset.name
-        shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+
+    return _materialise(asset, export_and_load)
 
 
 def _is_trained(name: str) -> bool:
