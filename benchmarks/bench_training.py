@@ -32,7 +32,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import statistics
 import tempfile
 import time
@@ -65,6 +64,7 @@ from llmlab.training import (
     prepare_data,
     run_data_parallel,
 )
+from llmlab.training.trainer import free_port, set_local_rank_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "shakespeare_char.yaml"  # the sections that time steps
@@ -134,8 +134,7 @@ def _budget_run(rank: int, world_size: int, values: dict[str, Any], port: int,
     from the pace measured so far, and evaluating about EVALUATIONS times on the way."""
     torch.set_num_threads(threads)  # ranks: one each (more would only fight for the cores)
     if world_size > 1:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                          WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+        set_local_rank_environment(rank, world_size, port)
         dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
         trainer = Trainer(TrainConfig.from_dict(values))
@@ -229,7 +228,7 @@ def train_for_budget(config_path: Path, overrides: list[str], seconds: float, ra
     if ranks > 1:
         import torch.multiprocessing as mp
 
-        mp.spawn(_budget_run, args=(ranks, config.to_dict(), _free_port(), start, seconds,
+        mp.spawn(_budget_run, args=(ranks, config.to_dict(), free_port(), start, seconds,
                                     str(result_path)), nprocs=ranks, join=True)
     else:
         before = torch.get_num_threads()
@@ -238,12 +237,6 @@ def train_for_budget(config_path: Path, overrides: list[str], seconds: float, ra
     result = json.loads(result_path.read_text())
     result["config"] = config
     return result
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def plot_curve(curve: list[tuple[float, dict[str, float]]], path: Path, budget: float) -> None:

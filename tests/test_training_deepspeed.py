@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from llmlab.training import Trainer, load_config
-from llmlab.training.trainer import _free_port
+from llmlab.training.trainer import free_port
 from llmlab.training.zero import (
     deepspeed_config,
     optimizer_state_bytes,
@@ -168,7 +168,7 @@ def test_the_entry_point_runs_under_torchrun_without_zero(tmp_path):
     config = tiny(tmp_path, max_steps=2, grad_accum_steps=1)
     out_dir = tmp_path / "deepspeed"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               f"--master_port={_free_port()}", "-m", "llmlab.training.zero",
+               f"--master_port={free_port()}", "-m", "llmlab.training.zero",
                "--config", "tiny_test", "--stage", "0", "--set", f"out_dir={out_dir}",
                "--set", "max_steps=2", "--set", "warmup_steps=1"]
     # No C++ compiler and an empty extension cache: nothing may need compiling.

@@ -134,15 +134,23 @@ def _setup_distributed(config: TrainConfig) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on this machine that nothing listens on, for a local job's rendezvous."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _data_parallel_worker(rank: int, world_size: int, values: dict[str, Any], port: int) -> None:
+def set_local_rank_environment(rank: int, world_size: int, port: int) -> None:
+    """Describe rank ``rank`` of a ``world_size``-process job on this machine in the
+    environment, as ``torchrun`` does, so that ``init_process_group`` can join it."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      LOCAL_WORLD_SIZE=str(world_size))
+
+
+def _data_parallel_worker(rank: int, world_size: int, values: dict[str, Any], port: int) -> None:
+    set_local_rank_environment(rank, world_size, port)
     # The ranks share the machine's cores: more threads each would only fight.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
@@ -160,7 +168,7 @@ def run_data_parallel(config: TrainConfig, world_size: int = 2) -> Path:
 
     if config.distributed == "none":
         config = dataclasses.replace(config, distributed="ddp")
-    mp.spawn(_data_parallel_worker, args=(world_size, config.to_dict(), _free_port()),
+    mp.spawn(_data_parallel_worker, args=(world_size, config.to_dict(), free_port()),
              nprocs=world_size, join=True)
     return Path(config.out_dir) / CHECKPOINT
 

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from llmlab.training.config import TrainConfig, load_config
+from llmlab.training.trainer import free_port, set_local_rank_environment
 
 __all__ = ["deepspeed_config", "train_deepspeed", "run_deepspeed", "optimizer_state_bytes",
            "weights_file", "main"]
@@ -231,9 +232,7 @@ def _full_weights(engine: Any, stage: int) -> dict[str, torch.Tensor]:
 
 def _worker(rank: int, world_size: int, values: dict[str, Any], stages: list[int],
             port: int) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                      LOCAL_WORLD_SIZE=str(world_size))
+    set_local_rank_environment(rank, world_size, port)
     os.environ["DS_ACCELERATOR"] = "cpu"  # before deepspeed is imported, even beside a GPU
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     import torch.distributed as dist
@@ -254,8 +253,6 @@ def run_deepspeed(config: TrainConfig, stages: int | list[int] = 2,
     per-rank memory that ``train_deepspeed`` writes for each stage."""
     import torch.multiprocessing as mp
 
-    from llmlab.training.trainer import _free_port
-
     stages = [stages] if isinstance(stages, int) else list(stages)
     if not stages:
         raise ValueError("stages must name at least one ZeRO stage; got none")
@@ -263,7 +260,7 @@ def run_deepspeed(config: TrainConfig, stages: int | list[int] = 2,
         deepspeed_config(config, stage, world_size)
     if config.device not in ("auto", "cpu"):
         raise ValueError(f"run_deepspeed runs on CPU processes; got device={config.device!r}")
-    mp.spawn(_worker, args=(world_size, config.to_dict(), stages, _free_port()),
+    mp.spawn(_worker, args=(world_size, config.to_dict(), stages, free_port()),
              nprocs=world_size, join=True)
     return {stage: weights_file(config, stage) for stage in stages}
 
