@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ def toy_trained(tmp_path, monkeypatch):
     assets.REGISTRY.pop("toy-gpt", None)
 
 
-def _run_dir(recipe: Path) -> Path:
+def _run_dir() -> Path:
     runs = list((assets.home() / "runs").glob("toy-gpt-*"))
     assert len(runs) == 1, runs
     return runs[0]
@@ -55,7 +56,7 @@ def test_first_load_trains_then_loads_the_same_model_as_the_checkpoint(toy_train
     model, tokenizer = assets.load("toy-gpt")
     assert isinstance(model, GPT) and not model.training
     assert isinstance(tokenizer, CharTokenizer) and tokenizer.decode(tokenizer.encode("ab")) == "ab"
-    reference, _ = load_trained(_run_dir(recipe) / "checkpoint.pt")
+    reference, _ = load_trained(_run_dir() / "checkpoint.pt")
     ids = torch.tensor([tokenizer.encode("To be, or not")])
     assert torch.equal(model(ids), reference(ids))
     assert model.lm_head.weight is model.tok_emb.weight  # tied again after loading
@@ -88,9 +89,9 @@ def test_an_interrupted_build_resumes_to_the_same_weights(toy_trained, tmp_path,
     uninterrupted = _weights(assets.load("toy-gpt").model)
     monkeypatch.setenv("LLMLAB_HOME", str(tmp_path / "home2"))
     assets.load("toy-gpt")  # to learn the run folder's name, then start over half-way
-    run_dir = _run_dir(recipe)
+    run_dir = _run_dir()
     for leftover in (assets.home() / "toy-gpt", run_dir):
-        __import__("shutil").rmtree(leftover)
+        shutil.rmtree(leftover)
     half = Trainer(load_config(recipe, [f"out_dir={run_dir}"]))
     half.fit(steps=TINY["max_steps"] // 2)  # "Ctrl-C" after half the steps
     resumed = assets.load("toy-gpt").model
