@@ -5,8 +5,8 @@ One module per course concept:
 - ``llmlab.assets``: real models and data, offline, from the package registries
 - ``llmlab.model``: a decoder-only transformer written from scratch
 - ``llmlab.tokenization``: byte-level BPE from scratch
-- ``llmlab.checks``: the exercise checks used by the labs
-- ``llmlab.labs``: generates labs/ from solutions/
+- ``llmlab.course.checks``: the exercise checks used by the labs
+- ``llmlab.course.labs``: generates labs/ from solutions/
 """
 
 from llmlab.runtime import device, seed_everything, setup, versions

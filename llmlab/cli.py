@@ -40,10 +40,12 @@ def _assets_fetch(args: argparse.Namespace) -> int:
     from llmlab import assets
 
     if args.checkpoint:
+        from llmlab.training import asset as trained_asset
+
         if len(args.names) != 1 or args.all:
             raise SystemExit("--checkpoint replaces one trained asset: name it, e.g. `llmlab "
                              "assets fetch shakespeare-gpt --checkpoint runs/x/checkpoint.pt`")
-        folder = assets.install_trained(Path(args.checkpoint), args.names[0])
+        folder = trained_asset.install_trained(Path(args.checkpoint), args.names[0])
         print(f"  ok: {folder} now holds the model of {args.checkpoint}")
         return 0
     for name in _selected(args):
@@ -94,7 +96,7 @@ def _assets_install(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from llmlab import workshop
+    from llmlab.course import workshop
 
     rows = workshop.run_doctor()
     if args.json:
@@ -105,7 +107,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _progress(args: argparse.Namespace) -> int:
-    from llmlab import workshop
+    from llmlab.course import workshop
 
     try:
         report = workshop.progress(Path(args.folder), timeout=args.timeout, jobs=args.jobs)
@@ -118,7 +120,7 @@ def _progress(args: argparse.Namespace) -> int:
 
 
 def _labs_build(args: argparse.Namespace) -> int:
-    from llmlab import labs
+    from llmlab.course import labs
 
     for written in labs.build_labs(Path(args.solutions), Path(args.labs)):
         print(f"  wrote {written}")
@@ -126,7 +128,7 @@ def _labs_build(args: argparse.Namespace) -> int:
 
 
 def _labs_check(args: argparse.Namespace) -> int:
-    from llmlab import labs
+    from llmlab.course import labs
 
     stale = labs.stale_labs(Path(args.solutions), Path(args.labs))
     for problem in stale:

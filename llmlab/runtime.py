@@ -1,4 +1,7 @@
-"""Where code runs and how it is made repeatable: device choice, seeds, versions."""
+"""Where code runs and how it is made repeatable: device choice, seeds, versions, and the
+cache directory every other part of llmlab writes to.
+
+The lowest layer of the package: it imports nothing of llmlab."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import logging
 import os
 import platform
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +22,17 @@ REPORTED_PACKAGES = ("llmlab", "torch", "transformers", "tokenizers", "numpy")
 # backend warns that it could not download an optional faster kernel from a model hub:
 # always so offline, and harmless. On stderr, the site build's -W would make it an error.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
+def cache_home() -> Path:
+    """LLM Lab's cache directory: ``$LLMLAB_HOME`` or the user cache dir (``~/.cache/llmlab``
+    on Linux). Assets, trained runs and npm packages live under it."""
+    configured = os.environ.get("LLMLAB_HOME")
+    if configured:
+        return Path(configured).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("llmlab"))
 
 
 def device(prefer: str | None = None) -> torch.device:

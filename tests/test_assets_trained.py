@@ -12,6 +12,7 @@ import yaml
 
 from llmlab import assets
 from llmlab.model import GPT
+from llmlab.training import asset as trained_asset
 from llmlab.training import CharTokenizer, Trainer, load_config, load_trained
 from llmlab.training.config import CONFIGS, config_path
 from llmlab.training.data import WindowSampler
@@ -35,8 +36,8 @@ def toy_trained(tmp_path, monkeypatch):
     recipe.write_text(yaml.safe_dump(TINY))
     asset = assets.register(assets.Asset(
         name="toy-gpt", description="a test model", license="CC0",
-        source=assets.TrainedHere(str(recipe)), members={}, size_mb=0.0,
-        loader=assets._load_trained_gpt))
+        source=assets.TrainedHere(str(recipe), builder=assets.Ref("llmlab.training.asset:train_asset")),
+        members={}, size_mb=0.0, loader=trained_asset.load_trained_gpt))
     yield asset, recipe
     assets.REGISTRY.pop("toy-gpt", None)
 
@@ -60,7 +61,7 @@ def test_first_load_trains_then_loads_the_same_model_as_the_checkpoint(toy_train
     ids = torch.tensor([tokenizer.encode("To be, or not")])
     assert torch.equal(model(ids), reference(ids))
     assert model.lm_head.weight is model.tok_emb.weight  # tied again after loading
-    made = assets.trained_info("toy-gpt")
+    made = trained_asset.trained_info("toy-gpt")
     assert made["steps"] == TINY["max_steps"]
     assert made["val_loss"] == made["evaluations"][-1]["val_loss"]
     assets.verify("toy-gpt", full=True)
@@ -95,7 +96,7 @@ def test_an_interrupted_build_resumes_to_the_same_weights(toy_trained, tmp_path,
     half = Trainer(load_config(recipe, [f"out_dir={run_dir}"]))
     half.fit(steps=TINY["max_steps"] // 2)  # "Ctrl-C" after half the steps
     resumed = assets.load("toy-gpt").model
-    assert assets.trained_info("toy-gpt")["steps"] == TINY["max_steps"]
+    assert trained_asset.trained_info("toy-gpt")["steps"] == TINY["max_steps"]
     assert all(torch.equal(v, uninterrupted[k]) for k, v in resumed.state_dict().items())
 
 
@@ -107,7 +108,7 @@ def test_a_changed_recipe_trains_in_a_new_run_folder(toy_trained):
     folders = sorted((assets.home() / "runs").glob("toy-gpt-*"))
     assert len(folders) == 2
     assets.load("toy-gpt")
-    assert assets.trained_info("toy-gpt")["steps"] == 8
+    assert trained_asset.trained_info("toy-gpt")["steps"] == 8
 
 
 def test_your_own_checkpoint_can_replace_the_asset(toy_trained, tmp_path):
@@ -115,25 +116,25 @@ def test_your_own_checkpoint_can_replace_the_asset(toy_trained, tmp_path):
     assets.load("toy-gpt")
     mine = Trainer(load_config(recipe, [f"out_dir={tmp_path / 'mine'}", "max_steps=5"]))
     mine.fit()
-    assets.install_trained(tmp_path / "mine" / "checkpoint.pt", name="toy-gpt")
+    trained_asset.install_trained(tmp_path / "mine" / "checkpoint.pt", name="toy-gpt")
     model = assets.load("toy-gpt").model
-    assert assets.trained_info("toy-gpt")["steps"] == 5
+    assert trained_asset.trained_info("toy-gpt")["steps"] == 5
     assert all(torch.equal(v, mine.model.state_dict()[k])
                for k, v in model.state_dict().items())
     assets.fetch("toy-gpt", force=True)  # back to the recipe's model, without retraining
     assets.load("toy-gpt")
-    assert assets.trained_info("toy-gpt")["steps"] == TINY["max_steps"]
+    assert trained_asset.trained_info("toy-gpt")["steps"] == TINY["max_steps"]
 
 
 def test_bad_replacements_are_refused_with_what_to_do(toy_trained, tmp_path):
     with pytest.raises(assets.AssetError, match="no training checkpoint at .*llmlab train"):
-        assets.install_trained(tmp_path / "missing.pt", name="toy-gpt")
+        trained_asset.install_trained(tmp_path / "missing.pt", name="toy-gpt")
     junk = tmp_path / "junk.pt"
     torch.save({"weights": 1}, junk)
     with pytest.raises(assets.AssetError, match="not a checkpoint written by llmlab's Trainer"):
-        assets.install_trained(junk, name="toy-gpt")
+        trained_asset.install_trained(junk, name="toy-gpt")
     with pytest.raises(assets.AssetError, match="only a trained asset .*shakespeare-gpt"):
-        assets.install_trained(junk, name="shakespeare")
+        trained_asset.install_trained(junk, name="shakespeare")
 
 
 def test_packs_leave_out_trained_assets_and_say_why(toy_trained, tmp_path):
@@ -161,7 +162,7 @@ def test_packaged_configs_are_found_by_name_from_anywhere(tmp_path, monkeypatch)
 
 def test_the_shakespeare_gpt_asset_writes_and_scores_what_it_recorded(tmp_path):
     model, tokenizer = assets.load("shakespeare-gpt")
-    info = assets.trained_info("shakespeare-gpt")
+    info = trained_asset.trained_info("shakespeare-gpt")
     recipe = load_config("shakespeare_gpt")
     assert info["recipe"] == "shakespeare_gpt" and info["steps"] == recipe.max_steps
     assert info["val_loss"] < 2.1, "the recipe's model should be well past word salad"
@@ -176,7 +177,7 @@ def test_the_shakespeare_gpt_asset_writes_and_scores_what_it_recorded(tmp_path):
     text = tokenizer.decode(model.generate(torch.tensor([tokenizer.encode("ROMEO:\n")]), 80,
                                            generator=torch.Generator().manual_seed(0))[0])
     assert text.startswith("ROMEO:\n") and len(text) == len("ROMEO:\n") + 80
-    assert json.loads((assets.path("shakespeare-gpt") / assets.TRAINED_INFO).read_text()) == info
+    assert json.loads((assets.path("shakespeare-gpt") / trained_asset.TRAINED_INFO).read_text()) == info
 
 
 def test_the_command_line_adopts_a_checkpoint(toy_trained, tmp_path, capsys):
@@ -189,6 +190,6 @@ def test_the_command_line_adopts_a_checkpoint(toy_trained, tmp_path, capsys):
                  str(tmp_path / "mine" / "checkpoint.pt")]) == 0
     assert "now holds the model of" in capsys.readouterr().out
     assets.load("toy-gpt")
-    assert assets.trained_info("toy-gpt")["steps"] == 4
+    assert trained_asset.trained_info("toy-gpt")["steps"] == 4
     with pytest.raises(SystemExit, match="replaces one trained asset: name it"):
         main(["assets", "fetch", "--all", "--checkpoint", "x.pt"])

@@ -1,4 +1,4 @@
-"""llmlab.checks: verdicts, messages, the fallback to the reference, and tooling hooks."""
+"""llmlab.course.checks: verdicts, messages, the fallback to the reference, and tooling hooks."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from llmlab import checks
-from llmlab.checks import CheckFailed, check, expect_close, expect_shape, run_check
+from llmlab.course import checks
+from llmlab.course.checks import CheckFailed, check, expect_close, expect_shape, run_check
 
 
 def reference_double(x: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from llmlab import checks, labs
-from llmlab.exercises import ch01  # noqa: F401  (registers the exercises)
+from llmlab.course import checks, labs
+from llmlab.course.exercises import ch01  # noqa: F401  (registers the exercises)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXERCISES = sorted(checks.EXERCISES)

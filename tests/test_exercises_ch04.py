@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmlab import checks
-from llmlab.exercises import ch04
+from llmlab.course import checks
+from llmlab.course.exercises import ch04
 from llmlab.model import GPT, ModelConfig
 
 

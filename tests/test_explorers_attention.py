@@ -1,4 +1,4 @@
-"""llmlab.explorers.attention without a browser: the static view is self-contained (no
+"""llmlab.views.attention_explorer without a browser: the static view is self-contained (no
 network, data embedded once, scripts that cannot be broken by a token), the weights it
 carries are the model's (llmlab's GPT and transformers' Llama give the same), the live
 widgets redraw, and bad input is refused early with a clear message."""
@@ -14,7 +14,7 @@ import subprocess
 import pytest
 import torch
 
-from llmlab.explorers.attention import (
+from llmlab.views.attention_explorer import (
     AttentionExplorer,
     attention_explorer,
     model_attention,

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from llmlab import decoding
-from llmlab.explorers import sampling
+from llmlab.views import sampling_explorer as sampling
 from llmlab.model import GPT, ModelConfig
 
 VOCAB = 40

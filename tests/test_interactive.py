@@ -1,4 +1,4 @@
-"""llmlab.interactive's bertviz views and llmlab.jslibs, without a browser (the browser
+"""llmlab.views.interactive's bertviz views and llmlab.assets.jslibs, without a browser (the browser
 checks are in test_site_browser.py): the view is self-contained, carries the data, and
 bad input is refused early with a clear message."""
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from llmlab import jslibs, site
-from llmlab.interactive import (
+from llmlab.assets import jslibs, site
+from llmlab.views.interactive import (
     BERTVIZ_LIBRARIES,
     attention_view,
     attention_weights,

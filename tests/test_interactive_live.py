@@ -16,7 +16,7 @@ if CHROMIUM is None and not os.environ.get("CI"):
 
 CELL = """\
 import torch
-from llmlab.interactive import attention_view, slider_view
+from llmlab.views.interactive import attention_view, slider_view
 
 torch.manual_seed(0)
 weights = torch.softmax(torch.randn(2, 3, 4, 4), dim=-1)

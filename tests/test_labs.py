@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from llmlab import checks, cli, labs
+from llmlab.course import checks, cli, labs
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -202,7 +202,7 @@ def test_attention_view_draws_alone_and_next_to_an_amd_loader(browser):
     libraries must not call a global define()."""
     import torch
 
-    from llmlab.interactive import attention_view
+    from llmlab.views.interactive import attention_view
 
     torch.manual_seed(0)
     weights = torch.softmax(torch.randn(2, 3, 4, 4), dim=-1)

@@ -100,7 +100,7 @@ def test_low_disk_space_warns(tmp_path, monkeypatch):
 
 
 def test_npm_is_only_needed_until_what_it_fetches_is_cached(tmp_path, monkeypatch):
-    from llmlab import jslibs
+    from llmlab.assets import jslibs
 
     assert workshop.check_npm().level == "OK"
     monkeypatch.setattr(shutil, "which", lambda program: None)

@@ -75,7 +75,7 @@ def _corpus(config: TrainConfig) -> str:
     return text[: config.max_chars] if config.max_chars else text
 
 
-def _tokenizer_from_state(state: dict[str, Any]) -> Any:
+def tokenizer_from_state(state: dict[str, Any]) -> Any:
     """The tokenizer a checkpoint recorded, carrying that record as ``.state`` (saved again
     with the next checkpoint)."""
     if state["kind"] == "char":
@@ -477,5 +477,5 @@ def load_trained(path: str | os.PathLike) -> tuple[GPT, Any]:
     state = torch.load(path, map_location="cpu", weights_only=False)
     model = GPT(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
-    tokenizer = _tokenizer_from_state(state["tokenizer"]) if state["tokenizer"] else None
+    tokenizer = tokenizer_from_state(state["tokenizer"]) if state["tokenizer"] else None
     return model.eval(), tokenizer

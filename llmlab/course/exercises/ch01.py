@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from llmlab import model
-from llmlab.checks import CheckFailed, exercise, expect_close, expect_equal, require_callable
+from llmlab.course.checks import CheckFailed, exercise, expect_close, expect_equal, require_callable
 
 # --------------------------------------------------------------------------------------------
 # References: the shapes of the learner's functions, implemented with llmlab.model

@@ -3,7 +3,7 @@ load without a console error.
 
 1. **Scripts from the site itself.** Jupyter Book pages load MathJax, require.js and the
    ipywidgets HTML manager from CDNs, so a page read without network shows raw LaTeX and
-   blank widgets. The pinned npm packages (:data:`llmlab.jslibs.SITE_PACKAGES`) are
+   blank widgets. The pinned npm packages (:data:`llmlab.assets.jslibs.SITE_PACKAGES`) are
    installed once into the course cache, copied into the site's ``_static/vendor/`` and
    the pages point at them. No JavaScript library is committed to the repository.
 2. **The widget manager's fonts and math.** See :data:`WIDGET_SETUP_JS`.
@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from llmlab import jslibs
+from llmlab.assets import jslibs
 
 #: What each package contributes to _static/vendor/: (source inside node_modules, target).
 VENDORED = [
@@ -47,7 +47,7 @@ MATHJAX_ENTRY = "vendor/mathjax/tex-mml-chtml.js"
 #:   ``typesetPromise``. It is added at DOMContentLoaded: MathJax (a deferred script) has
 #:   replaced its configuration object by then, and widgets render later, at ``load``.
 WIDGET_SETUP_JS = """\
-// Written by llmlab/site.py (see WIDGET_SETUP_JS there for why).
+// Written by llmlab/site/build.py (see WIDGET_SETUP_JS there for why).
 (function () {
   var here = document.currentScript.src;
   var folder = function (name) { return new URL("html-manager/" + name, here).href; };

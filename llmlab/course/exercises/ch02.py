@@ -22,8 +22,8 @@ from itertools import pairwise
 from typing import Any
 
 from llmlab import tokenization
-from llmlab.checks import CheckFailed, exercise, require_callable
-from llmlab.checks import call_learner as _call
+from llmlab.course.checks import CheckFailed, exercise, require_callable
+from llmlab.course.checks import call_learner as _call
 
 Pair = tuple[int, int]
 

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import nbformat
 
 from llmlab import assets
-from llmlab.labs import check_ids
+from llmlab.course.labs import check_ids
 
 Level = Literal["OK", "WARN", "FAIL"]
 
@@ -184,8 +184,8 @@ def check_disk(folder: Path | None = None, minimum_gb: float = MIN_FREE_GB) -> D
 
 def check_npm() -> Diagnosis:
     """npm fetches gpt2-bpe's package and, once each, the JavaScript the site build and the
-    bertviz views use (``llmlab.jslibs``); when all of those are cached npm is not needed."""
-    from llmlab import jslibs
+    bertviz views use (``llmlab.assets.jslibs``); when all of those are cached npm is not needed."""
+    from llmlab.assets import jslibs
 
     npm = shutil.which("npm")
     if npm:
@@ -317,7 +317,7 @@ def room_notebooks(folder: Path) -> list[Path]:
 
 
 def read_records(progress_file: Path) -> dict[str, ExerciseResult]:
-    """The JSON lines llmlab.checks wrote; the last verdict per exercise wins (a re-run)."""
+    """The JSON lines llmlab.course.checks wrote; the last verdict per exercise wins (a re-run)."""
     found: dict[str, ExerciseResult] = {}
     if not progress_file.exists():
         return found
@@ -476,7 +476,7 @@ def progress(folder: Path, timeout: float = 600, jobs: int = 1) -> RoomReport:
 
 def _without_title(exercise: str, message: str) -> str:
     """The check's message minus its leading exercise title, which the table already shows."""
-    from llmlab import checks
+    from llmlab.course import checks
 
     try:
         title = checks.get_exercise(exercise).title

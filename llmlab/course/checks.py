@@ -12,7 +12,7 @@ passed, otherwise llmlab's reference implementation, so the rest of the lab stil
 
     rms_norm = check("ch01.rms_norm", rms_norm)
 
-Exercises are declared in ``llmlab.exercises`` with :func:`exercise`; each names its
+Exercises are declared in ``llmlab.course.exercises`` with :func:`exercise`; each names its
 reference and a few plausible wrong answers, and the tests make sure every check passes the
 reference, reports the stub as not attempted and fails every wrong answer.
 
@@ -88,7 +88,7 @@ def exercise(
 
 def get_exercise(exercise_id: str) -> Exercise:
     """The registered exercise, loading the chapter's checks on first use."""
-    import llmlab.exercises  # noqa: F401  (registers every chapter's exercises)
+    import llmlab.course.exercises  # noqa: F401  (registers every chapter's exercises)
 
     if exercise_id not in EXERCISES:
         known = ", ".join(sorted(EXERCISES))
@@ -157,7 +157,7 @@ def call_learner(
     >>> call_learner(lambda x: 1 / x, "f(0)", 0)
     Traceback (most recent call last):
     ...
-    llmlab.checks.CheckFailed: f(0): your code raised ZeroDivisionError: division by zero \
+    llmlab.course.checks.CheckFailed: f(0): your code raised ZeroDivisionError: division by zero \
 (line 1: call_learner(lambda x: 1 / x, "f(0)", 0)).
     """
     try:

@@ -1,8 +1,8 @@
 """JavaScript libraries from the npm registry, installed once into the course cache.
 
 Two parts of LLM Lab need third-party JavaScript and must work without network: the site
-build (:mod:`llmlab.site` serves MathJax, require.js and the ipywidgets HTML manager from
-the site itself) and bertviz views (:mod:`llmlab.interactive` inlines d3 and jQuery into
+build (:mod:`llmlab.site.build` serves MathJax, require.js and the ipywidgets HTML manager from
+the site itself) and bertviz views (:mod:`llmlab.views.interactive` inlines d3 and jQuery into
 the view). No JavaScript library is committed to the repository: each set of pinned
 packages is ``npm install``-ed once, by the ordinary client, into
 ``$LLMLAB_HOME/npm/<name>-<digest of the pins>/`` and reused from then on, offline.
@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from llmlab import assets
+from llmlab.runtime import cache_home
 
 #: What the site pages load (html-manager 1.0.6 is the one that matches ipywidgets 8.1).
 SITE_PACKAGES = {"mathjax": "3.2.2", "requirejs": "2.3.6", "@jupyter-widgets/html-manager": "1.0.6"}
@@ -39,7 +39,7 @@ def install_dir(name: str, packages: Mapping[str, str]) -> Path:
     """Where ``packages`` are (or will be) installed: one folder per exact set of pins, so
     changing a version installs afresh instead of mixing versions."""
     digest = hashlib.sha256(json.dumps(dict(packages), sort_keys=True).encode()).hexdigest()
-    return assets.home() / "npm" / f"{name}-{digest[:12]}"
+    return cache_home() / "npm" / f"{name}-{digest[:12]}"
 
 
 def node_modules(name: str, packages: Mapping[str, str]) -> Path:

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from llmlab import attention, model
-from llmlab.checks import CheckFailed, exercise, expect_close, expect_shape, require_callable
-from llmlab.checks import call_learner as _call
+from llmlab.course.checks import CheckFailed, exercise, expect_close, expect_shape, require_callable
+from llmlab.course.checks import call_learner as _call
 
 NEG_INF = float("-inf")
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from llmlab import jslibs
+from llmlab.assets import jslibs
 
 _SCRIPT = """
 (function () {
@@ -114,7 +114,7 @@ def slider_view(
 # bertviz 1.4.1 returns HTML that loads require.js from cdnjs, then asks require.js for d3
 # 5.7.0 and jQuery from cdnjs too: offline (a workshop room, the static site read without
 # network) the view stays blank. The rewrite below inlines d3 and jQuery (installed once
-# from npm, see llmlab.jslibs) into the view itself instead of referencing copies served by
+# from npm, see llmlab.assets.jslibs) into the view itself instead of referencing copies served by
 # the site: only an inlined view works in all three places, since a live JupyterLab or
 # Colab output has no site to load files from. The cost is size: the two minified
 # libraries add 323 KB to each view (d3 238 KB, jQuery 86 KB). The data often weighs more:
@@ -143,7 +143,7 @@ _LIBRARY_MODULE = """(function () {
   return module.exports;
 })()"""
 _OFFLINE_VIEW = """(function () {
-  // d3 and jQuery from npm, inlined by llmlab.interactive.bertviz_view (no network needed).
+  // d3 and jQuery from npm, inlined by llmlab.views.interactive.bertviz_view (no network needed).
   var libraries = {%s};
   function requirejs(names, callback) {
     callback.apply(null, names.map(function (name) { return libraries[name]; }));

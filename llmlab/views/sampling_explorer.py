@@ -10,7 +10,7 @@ continuations for the same setting.
   ``llmlab.decoding`` and embedded as JSON; a few lines of inline JavaScript switch between
   them as the sliders move. Nothing is fetched and no kernel is needed, so the view works
   in JupyterLab, in Colab and on the static site alike (the pattern of
-  ``llmlab.interactive.slider_view``).
+  ``llmlab.views.interactive.slider_view``).
 - **Live** (``live=True``): ipywidgets sliders; every change recomputes with the model
   (JupyterLab and Colab, a running kernel needed).
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from llmlab.interactive import attention_weights
+from llmlab.views.interactive import attention_weights
 
 __all__ = ["AttentionExplorer", "attention_explorer", "display_token", "model_attention",
            "render_focus"]
@@ -292,7 +292,7 @@ def attention_explorer(
 
     Give either a model and its tokenizer with sentences as strings (see
     :func:`model_attention`), or precomputed weights: one attention per sentence (anything
-    ``llmlab.interactive.attention_weights`` takes, e.g. transformers' ``attentions``),
+    ``llmlab.views.interactive.attention_weights`` takes, e.g. transformers' ``attentions``),
     ``tokenizer=None`` and each sentence as its list of tokens.
 
     The static view (default) embeds every weight rounded to ``decimals`` places; each

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from llmlab import decoding
-from llmlab.checks import CheckFailed, exercise, expect_shape, require_callable
-from llmlab.checks import call_learner as _call
+from llmlab.course.checks import CheckFailed, exercise, expect_shape, require_callable
+from llmlab.course.checks import call_learner as _call
 from llmlab.model import GPT, KVCache, ModelConfig
 
 NEG_INF = float("-inf")

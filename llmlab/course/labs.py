@@ -27,7 +27,7 @@ from pathlib import Path
 
 import nbformat
 
-from llmlab.checks import STUB_MESSAGE
+from llmlab.course.checks import STUB_MESSAGE
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 SOLUTION_ONLY_TAG = "solution-only"

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.checks import CheckFailed, exercise, expect_close, expect_shape, require_callable
-from llmlab.checks import call_learner as _call
+from llmlab.course.checks import CheckFailed, exercise, expect_close, expect_shape, require_callable
+from llmlab.course.checks import call_learner as _call
 from llmlab.model import GPT, ModelConfig
 from llmlab.training import objectives, optim
 
