@@ -1,10 +1,12 @@
 """Tests for llmlab.tokenization: byte-level BPE from scratch, checked against the
-naive trainer, GPT-2's tokenizer in transformers, and Hugging Face tokenizers."""
+naive trainer, GPT-2's tokenizer in transformers, and Hugging Face tokenizers; and every
+tokenizer's saved state."""
 
 from __future__ import annotations
 
 import doctest
 import itertools
+import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -15,21 +17,29 @@ from hypothesis import strategies as st
 
 import llmlab.tokenization as tokenization
 from llmlab.tokenization import (
+    CharTokenizer,
     Tokenizer,
+    bpe,
+    byte_level,
     bytes_to_unicode,
+    chars,
     count_pretokens,
     count_pretokens_in_file,
     find_chunk_boundaries,
+    from_state,
     get_pair_counts,
     initial_vocab,
     learn_merges,
     learn_merges_naive,
     merge_pair,
     pretokenize,
+    pretokens,
     split_on_special_tokens,
+    tiktoken_ranks,
     to_hf_tokenizer,
     train_bpe,
     train_bpe_naive,
+    wordpieces,
 )
 
 EOT = "<|endoftext|>"
@@ -151,10 +161,20 @@ def small(tmp_path_factory) -> Tokenizer:
 # --------------------------------------------------------------------------------------
 
 
-def test_docstring_examples_run():
-    result = doctest.testmod(tokenization, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 20
+MODULES = [tokenization, pretokens, bpe, byte_level, tiktoken_ranks, wordpieces, chars]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda module: module.__name__)
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 5  # every module teaches with worked examples
     assert result.failed == 0
+
+
+def test_modules_stay_small():
+    for module in MODULES:
+        lines = Path(module.__file__).read_text(encoding="utf-8").count("\n")
+        assert lines <= 600, f"{module.__name__} has {lines} lines: split it"
 
 
 def test_pretokenize_covers_text_and_drops_special_tokens():
@@ -204,7 +224,7 @@ def test_bytes_to_unicode_is_a_printable_bijection():
 @given(st.lists(st.binary(max_size=6), min_size=2, max_size=10))
 @settings(max_examples=200, deadline=None)
 def test_descending_key_reverses_byte_order(pieces):
-    by_key = sorted(pieces, key=tokenization._descending)
+    by_key = sorted(pieces, key=bpe._descending)
     assert by_key == sorted(pieces, reverse=True)
 
 
@@ -325,7 +345,7 @@ def test_chunk_boundaries_sit_on_special_tokens(tmp_path):
 
 
 def test_unsafe_split_tokens_are_not_used():
-    safe = tokenization._safe_split_token
+    safe = pretokens._safe_split_token
     assert safe([EOT, EOT + EOT]) == EOT
     assert safe(["<a>", "x<a>y"]) == "x<a>y"  # a cut at "<a>" would break "x<a>y"
     assert safe(["aXa"]) is None  # overlaps itself
@@ -589,6 +609,112 @@ def test_ranks_and_pattern_errors():
         Tokenizer(initial_vocab(), [], pattern=r"\s*")
     with pytest.raises(ValueError, match="non-empty regex string"):
         pretokenize("x", pattern="")
+
+
+# --------------------------------------------------------------------------------------
+# Saved state: every tokenizer round-trips through JSON with the same ids
+# --------------------------------------------------------------------------------------
+
+STATE_TEXTS = [*GPT2_CASES, f"x{EOT}{EOT}y<pad>{EOT}z", "Größe 😀 naïve"]
+
+
+def through_json(state: dict) -> dict:
+    return json.loads(json.dumps(state))
+
+
+def test_trained_tokenizer_state_round_trips(small):
+    state = small.to_state()
+    assert state["kind"] == "bpe" and state["special_tokens"] == SMALL_SPECIALS
+    for rebuilt in (Tokenizer.from_state(through_json(state)), from_state(through_json(state))):
+        assert isinstance(rebuilt, Tokenizer)
+        assert rebuilt.vocab == small.vocab and rebuilt.merges == small.merges
+        assert rebuilt.special_tokens == small.special_tokens
+        assert rebuilt.pattern == small.pattern
+        for text in STATE_TEXTS:
+            assert rebuilt.encode(text) == small.encode(text), text
+        assert rebuilt.to_state() == state
+
+
+def test_state_keeps_a_custom_pattern_and_special_ids(small_ranks):
+    ours = Tokenizer.from_ranks(small_ranks, tokenization.O200K_PATTERN, {EOT: 1000})
+    rebuilt = from_state(through_json(ours.to_state()))
+    assert rebuilt.pattern == tokenization.O200K_PATTERN and rebuilt.special_ids == {EOT: 1000}
+    text = "".join(TIKTOKEN_TRICKY) + EOT + " HTTPServer camelCase 1234567"
+    assert rebuilt.encode(text) == ours.encode(text)
+
+
+def test_gpt2_state_is_its_name(gpt2):
+    # The trainer hashes this exact JSON into its token files' names: it must not change.
+    assert json.dumps(gpt2.to_state()) == '{"kind": "gpt2"}'
+    rebuilt = from_state({"kind": "gpt2"})
+    assert isinstance(rebuilt, Tokenizer) and rebuilt.name == "gpt2"
+    for text in GPT2_CASES:
+        assert rebuilt.encode(text) == gpt2.encode(text), text
+    # Tables that are not GPT-2's own file save themselves in full.
+    copy = Tokenizer(gpt2.vocab, gpt2.merges, gpt2.special_tokens)
+    assert copy.to_state()["kind"] == "bpe"
+
+
+def test_char_tokenizer_state_round_trips():
+    tok = CharTokenizer.from_text("To be, or not to be: that is the question.\n")
+    assert json.dumps(tok.to_state()) == json.dumps({"kind": "char", "chars": tok.chars})
+    for rebuilt in (CharTokenizer.from_state(through_json(tok.to_state())),
+                    from_state(through_json(tok.to_state()))):
+        assert isinstance(rebuilt, CharTokenizer) and rebuilt.chars == tok.chars
+        assert rebuilt.encode("not to be") == tok.encode("not to be")
+
+
+@pytest.mark.parametrize(("state", "message"), [
+    ({"kind": "sentencepiece"}, r"unknown tokenizer state kind 'sentencepiece'; known kinds: "
+                                r"bpe, char, gpt2, tiktoken"),
+    ({"chars": "ab"}, r"unknown tokenizer state kind None"),
+    ("gpt2", r"unknown tokenizer state a str"),
+    ({"kind": "char"}, r"kind 'char' lacks 'chars'"),
+    ({"kind": "char", "chars": "aa"}, r"distinct characters"),
+    ({"kind": "bpe", "vocab": {}}, r"kind 'bpe' lacks \['merges', 'special_tokens', 'pattern'\]"),
+    ({"kind": "bpe", "vocab": {"0": "not base64!"}, "merges": [], "special_tokens": [],
+      "pattern": tokenization.GPT2_PATTERN}, r"vocab\['0'\] should be base64 text"),
+    ({"kind": "bpe", "vocab": [], "merges": [], "special_tokens": [],
+      "pattern": tokenization.GPT2_PATTERN}, r"vocab should map ids \(digit strings\)"),
+    ({"kind": "bpe", "vocab": {}, "merges": [["YQ=="]], "special_tokens": [],
+      "pattern": tokenization.GPT2_PATTERN}, r"merges should be a list of \[base64, base64\]"),
+    ({"kind": "tiktoken", "encoding": "p50k_base"}, r"encoding 'p50k_base'; known encodings: "
+                                                    r"\['cl100k_base', 'o200k_base'\]"),
+])
+def test_from_state_errors(state, message):
+    with pytest.raises(ValueError, match=message):
+        from_state(state)
+
+
+def test_each_class_reads_only_its_own_kinds():
+    with pytest.raises(ValueError, match=r"Tokenizer.from_state reads the kinds .* got 'char'"):
+        Tokenizer.from_state({"kind": "char", "chars": "ab"})
+    with pytest.raises(ValueError, match=r"CharTokenizer.from_state reads .* got kind 'gpt2'"):
+        CharTokenizer.from_state({"kind": "gpt2"})
+    with pytest.raises(ValueError, match=r"name must be one of the published tokenizers"):
+        Tokenizer(initial_vocab(), [], name="my-bpe")
+    assert set(tiktoken_ranks.ENCODINGS) <= set(byte_level.PUBLISHED)
+
+
+@pytest.mark.parametrize("name", ["cl100k-base", "o200k-base"])
+def test_tiktoken_asset_loads_and_its_state_is_its_name(name):
+    from llmlab import assets
+
+    ours = assets.load(name)
+    encoding = name.replace("-", "_")
+    assert ours.name == encoding and ours.to_state() == {"kind": "tiktoken", "encoding": encoding}
+    rebuilt = from_state(through_json(ours.to_state()))
+    texts = ["hello world", "def f(x):\n    return x  # HTTPServer camelCase 12345",
+             f"Größere Bäume 😀 नमस्ते{EOT}next"]
+    for text in texts:
+        assert rebuilt.encode(text) == ours.encode(text), text
+    if name == "cl100k-base":  # tiktoken's README: "hello world" is [15339, 1917]
+        assert ours.encode("hello world") == [15339, 1917]
+    tiktoken = pytest.importorskip("tiktoken")
+    theirs = assets.load(name, tiktoken=True)
+    assert isinstance(theirs, tiktoken.Encoding)
+    for text in texts:
+        assert ours.encode(text) == theirs.encode(text, allowed_special="all"), text
 
 
 # --------------------------------------------------------------------------------------

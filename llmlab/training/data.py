@@ -1,6 +1,7 @@
 """Training data the nanoGPT way: one long array of token ids on disk, read through a
 memory map, and batches of random windows cut out of it.
 
+>>> from llmlab.tokenization import CharTokenizer
 >>> text = "to be or not to be"
 >>> tok = CharTokenizer.from_text(text)
 >>> tok.vocab_size, tok.decode(tok.encode("be"))
@@ -26,7 +27,6 @@ import numpy as np
 import torch
 
 __all__ = [
-    "CharTokenizer",
     "token_dtype",
     "write_tokens",
     "encode_file",
@@ -34,52 +34,6 @@ __all__ = [
     "split_tokens",
     "WindowSampler",
 ]
-
-
-class CharTokenizer:
-    """One id per distinct character: the tokenizer of character-level Shakespeare.
-
-    Ids follow the sorted order of the characters, so the same text always gives the
-    same vocabulary.
-
-    >>> tok = CharTokenizer.from_text("hello")
-    >>> tok.chars, tok.encode("hole")
-    ('ehlo', [1, 3, 2, 0])
-    >>> tok.encode("help")
-    Traceback (most recent call last):
-    ...
-    ValueError: character 'p' is not in this tokenizer's vocabulary of 4 characters
-    """
-
-    def __init__(self, chars: str) -> None:
-        if not chars or len(set(chars)) != len(chars):
-            raise ValueError(f"chars must be a non-empty string of distinct characters; "
-                             f"got {chars[:40]!r}")
-        self.chars = chars
-        self.stoi = {c: i for i, c in enumerate(chars)}
-
-    @classmethod
-    def from_text(cls, text: str) -> CharTokenizer:
-        """The tokenizer whose vocabulary is every character of ``text``."""
-        return cls("".join(sorted(set(text))))
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.chars)
-
-    def __repr__(self) -> str:
-        return f"CharTokenizer(vocab_size={self.vocab_size})"
-
-    def encode(self, text: str) -> list[int]:
-        try:
-            return [self.stoi[c] for c in text]
-        except KeyError as error:
-            raise ValueError(f"character {error.args[0]!r} is not in this tokenizer's "
-                             f"vocabulary of {self.vocab_size} characters") from None
-
-    def decode(self, ids: Sequence[int] | torch.Tensor | np.ndarray) -> str:
-        ids = ids.tolist() if hasattr(ids, "tolist") else ids
-        return "".join(self.chars[i] for i in ids)
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -123,6 +77,7 @@ def encode_file(text_path: str | os.PathLike, out_path: str | os.PathLike,
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
     >>> _ = (folder / "a.txt").write_text("abba")
+    >>> from llmlab.tokenization import CharTokenizer
     >>> tok = CharTokenizer("ab")
     >>> read_tokens(encode_file(folder / "a.txt", folder / "a.bin", tok.encode, 2), 2)
     memmap([0, 1, 1, 0], dtype=uint16)
