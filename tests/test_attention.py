@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from llmlab import attention as A
-from llmlab.model import CausalSelfAttention, ModelConfig, rotary_cos_sin
+from llmlab.model import Block, ModelConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on a hub lookup
 
@@ -270,16 +270,68 @@ def test_gqa_with_rope_matches_transformers_llama_attention():
     torch.testing.assert_close(weights, expected_w)
 
 
-def test_matches_llmlab_models_causal_self_attention():
+def test_the_models_attention_is_multi_head_attention_on_the_sdpa_formula():
     config = ModelConfig.llama_style(vocab_size=10, n_head=6, n_kv_head=3, d_model=48,
                                      bias=True, rope_theta=1000.0)
     torch.manual_seed(0)
-    model_attn = CausalSelfAttention(config)
-    ours = A.MultiHeadAttention(48, 6, 3, rope_theta=1000.0)
-    ours.load_state_dict(model_attn.state_dict())
+    attn = Block(config).attn
+    assert isinstance(attn, A.MultiHeadAttention) and attn.rope_theta == 1000.0
     x = torch.randn(2, 9, 48)
-    expected = model_attn(x, rotary_cos_sin(9, 8, 1000.0))
-    torch.testing.assert_close(ours(x, is_causal=True), expected)
+    rope = A.rotary_cos_sin(9, 8, 1000.0)  # the model hands over its angles...
+    fast, weights = attn(x, rope=rope, is_causal=True, return_weights=True)
+    torch.testing.assert_close(attn(x, is_causal=True), fast)  # ...the same as its own
+    # ...and both are the from-scratch scaled_dot_product_attention on the same q, k, v.
+    cos, sin = A.rotary_cos_sin(9, 8, 1000.0)
+    q = A.apply_rotary(A.split_heads(attn.q_proj(x), 6), cos, sin)
+    k = A.apply_rotary(A.split_heads(attn.k_proj(x), 3), cos, sin)
+    v = A.split_heads(attn.v_proj(x), 3)
+    y, expected_w = A.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True,
+                                                   return_weights=True)
+    torch.testing.assert_close(fast, attn.o_proj(A.merge_heads(y)))
+    torch.testing.assert_close(weights, expected_w)
+
+
+@pytest.mark.parametrize("position", ["rope", "alibi", "none"])
+def test_kv_cache_step_by_step_equals_the_whole_sequence(position):
+    torch.manual_seed(0)
+    extra = {"rope": dict(rope_theta=100.0), "alibi": dict(alibi=True), "none": {}}[position]
+    mha = A.MultiHeadAttention(32, 4, 2, **extra)
+    x = torch.randn(2, 9, 32)
+    full = mha(x, is_causal=True)
+    cache = A.KVCache.allocate(SimpleNamespace(n_layer=1, n_kv_head=2, head_dim=8), 2, 9)
+    pieces = []
+    for start, end in [(0, 4), (4, 5), (5, 9)]:  # a prompt, a token, three at once
+        pieces.append(mha(x[:, start:end], is_causal=True, cache=cache))
+        cache.advance(end - start)
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full)
+    cache.crop(4)  # forget the last 5 positions, then feed them again with a mask
+    allowed = A.causal_allowed(4, 5)
+    rest = mha(x[:, 4:], mask=allowed, cache=cache)
+    torch.testing.assert_close(rest, full[:, 4:])
+
+
+def test_causal_allowed_is_the_causal_mask_after_the_cache():
+    for offset, T in [(0, 4), (3, 1), (2, 5)]:
+        assert torch.equal(A.causal_allowed(offset, T), A.causal_mask(T, offset + T, offset=offset))
+
+
+def test_dropout_drops_weights_only_in_training():
+    torch.manual_seed(0)
+    mha = A.MultiHeadAttention(16, 2, dropout=0.5)
+    x = torch.randn(1, 6, 16)
+    assert not torch.equal(mha(x, is_causal=True), mha(x, is_causal=True))  # random masks
+    mha.eval()
+    torch.testing.assert_close(mha(x, is_causal=True), mha(x, is_causal=True))
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\); got 1.0"):
+        A.MultiHeadAttention(16, 2, dropout=1.0)
+
+
+def test_a_query_with_nothing_to_read_gets_zeros_not_nan():
+    mha = A.MultiHeadAttention(16, 2)
+    mask = torch.ones(4, 4, dtype=torch.bool)
+    mask[1] = False
+    out, weights = mha(torch.randn(1, 4, 16), mask=mask, return_weights=True)
+    assert not out.isnan().any() and torch.all(weights[..., 1, :] == 0)
 
 
 def test_rope_matches_transformers_apply_rotary_pos_emb_in_cross_attention():

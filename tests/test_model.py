@@ -13,20 +13,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmlab import assets
+from llmlab import assets, decoding
+from llmlab.attention import (
+    KVCache,
+    MultiHeadAttention,
+    apply_rotary,
+    rotary_cos_sin,
+    sinusoidal_positions,
+)
 from llmlab.model import (
     GPT,
-    CausalSelfAttention,
-    KVCache,
+    Block,
     LayerNorm,
     ModelConfig,
     RMSNorm,
-    apply_rotary,
     count_parameters,
     flops_per_token,
     lm_loss,
-    rotary_cos_sin,
-    sinusoidal_positions,
 )
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on a hub lookup
@@ -108,7 +111,7 @@ def test_greedy_generate_matches_transformers(smollm2, ours):
     ids = tokenizer("The three primary colours are", return_tensors="pt").input_ids
     expected = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10,
                            do_sample=False)
-    got = ours.generate(ids, max_new_tokens=10, greedy=True)
+    got = decoding.generate(ours, ids, 10, use_cache=False)
     print(repr(tokenizer.decode(got[0])))
     assert got.tolist() == expected.tolist()
 
@@ -201,14 +204,18 @@ def test_layernorm_matches_torch(bias):
 @pytest.mark.parametrize("rotary", [False, True])
 def test_attention_matches_sdpa_with_gqa(rotary):
     torch.manual_seed(0)
-    config = tiny(n_head=6, n_kv_head=2, d_model=48, bias=True)
-    attn = CausalSelfAttention(config)
+    config = tiny(n_head=6, n_kv_head=2, d_model=48, bias=True,
+                  position="rotary" if rotary else "learned")
+    attn = Block(config).attn  # the model's attention is llmlab.attention's
+    assert isinstance(attn, MultiHeadAttention)
     for p in attn.parameters():
         p.data.normal_(0, 0.2)
     B, T, H, KV, D = 2, 7, 6, 2, 8
     x = torch.randn(B, T, 48)
     rope = rotary_cos_sin(T, D) if rotary else None
-    got, weights = attn(x, rope, return_weights=True)
+    got, weights = attn(x, rope=rope, is_causal=True, return_weights=True)  # as Block calls it
+    if rotary:  # without rope it rotates by positions 0..T-1 itself, the same way
+        torch.testing.assert_close(attn(x, is_causal=True), got)
 
     q = attn.q_proj(x).view(B, T, H, D).transpose(1, 2)
     k = attn.k_proj(x).view(B, T, KV, D).transpose(1, 2)
@@ -362,12 +369,12 @@ def test_rotary_and_sinusoidal_models_run_past_context_length():
 def test_bad_generate_arguments_and_loss_shapes_are_rejected():
     model = GPT(tiny())
     idx = torch.tensor([[1, 2]])
-    with pytest.raises(ValueError, match=r"temperature must be > 0 \(or use greedy=True\); got 0"):
-        model.generate(idx, 3, temperature=0)
-    with pytest.raises(ValueError, match=r"top_k must be in \[1, 50\]; got 0"):
-        model.generate(idx, 3, top_k=0)
+    with pytest.raises(ValueError, match=r"temperature must be a finite number > 0.*got 0"):
+        decoding.generate(model, idx, 3, decoding.SamplingConfig(temperature=0))
+    with pytest.raises(ValueError, match=r"top-k needs an int k >= 1; got 0"):
+        decoding.generate(model, idx, 3, decoding.SamplingConfig(top_k=0))
     with pytest.raises(ValueError, match=r"max_new_tokens must be an int >= 0; got -1"):
-        model.generate(idx, -1)
+        decoding.generate(model, idx, -1)
     with pytest.raises(ValueError, match=r"expected logits \(B, T, vocab\) and targets \(B, T\)"):
         lm_loss(torch.zeros(2, 3, 50), torch.zeros(2, 4, dtype=torch.long))
 
@@ -414,27 +421,31 @@ def test_lm_loss_ignores_padding():
 
 
 def test_generate_sampling_eos_and_mode():
+    """The model's generation is llmlab.decoding.generate (GPT has no loop of its own)."""
     torch.manual_seed(0)
     model = GPT(tiny("gpt2", dropout=0.5)).train()
     prompt = torch.tensor([[3, 1, 4, 1, 5, 9]])
-    greedy = model.generate(prompt, max_new_tokens=15, greedy=True)  # runs past context_length
+    # 6 + 15 tokens run past context_length=16: without a cache the context is a window.
+    greedy = decoding.generate(model, prompt, 15, use_cache=False)
     assert greedy.shape == (1, 21) and torch.equal(greedy[:, :6], prompt)
     assert model.training, "generate must restore training mode"
-    assert torch.equal(model.generate(prompt, 15, top_k=1), greedy)  # top-1 sampling = greedy
+    top_1 = decoding.SamplingConfig(top_k=1)  # top-1 sampling = greedy
+    assert torch.equal(decoding.generate(model, prompt, 15, top_1, use_cache=False), greedy)
     g1, g2 = (torch.Generator().manual_seed(7) for _ in range(2))
-    sampled = model.generate(prompt, 8, generator=g1)
-    assert torch.equal(sampled, model.generate(prompt, 8, generator=g2))  # seeded: repeats
+    sampled = decoding.generate(model, prompt, 8, decoding.SamplingConfig(), generator=g1)
+    again = decoding.generate(model, prompt, 8, decoding.SamplingConfig(), generator=g2)
+    assert torch.equal(sampled, again)  # seeded: repeats
     eos = int(greedy[0, 6])
-    assert model.generate(prompt, 15, greedy=True, eos_token_id=eos).shape == (1, 7)
+    assert decoding.generate(model, prompt, 8, eos_token_id=eos).shape == (1, 7)
 
 
 def test_generate_pads_finished_rows_with_eos():
     torch.manual_seed(0)
     model = GPT(tiny())
     prompts = torch.tensor([[3, 1, 4], [2, 7, 1]])
-    free = model.generate(prompts, 6, greedy=True)
+    free = decoding.generate(model, prompts, 6)
     eos = int(free[0, 3])  # the first row's first new token
-    out = model.generate(prompts, 6, greedy=True, eos_token_id=eos)
+    out = decoding.generate(model, prompts, 6, eos_token_id=eos)
     assert torch.all(out[0, 3:] == eos)
     second = free[1, 3:].tolist()
     stop = second.index(eos) + 1 if eos in second else len(second)
@@ -482,11 +493,13 @@ def test_cached_generation_is_identical_to_uncached():
     model = GPT(ModelConfig.llama_style(vocab_size=50, n_layer=2, n_head=4, n_kv_head=1,
                                         d_model=32, context_length=64))
     prompts = torch.randint(0, 50, (2, 5))
-    assert torch.equal(model.generate(prompts, 20, greedy=True, use_cache=True),
-                       model.generate(prompts, 20, greedy=True))
+    assert torch.equal(decoding.generate(model, prompts, 20, use_cache=True),
+                       decoding.generate(model, prompts, 20, use_cache=False))
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    assert torch.equal(model.generate(prompts, 20, generator=g1, use_cache=True),
-                       model.generate(prompts, 20, generator=g2))
+    config = decoding.SamplingConfig()
+    assert torch.equal(decoding.generate(model, prompts, 20, config, generator=g1),
+                       decoding.generate(model, prompts, 20, config, generator=g2,
+                                         use_cache=False))
 
 
 def test_cached_greedy_generate_matches_transformers(smollm2, ours):
@@ -494,7 +507,7 @@ def test_cached_greedy_generate_matches_transformers(smollm2, ours):
     ids = tokenizer("A recipe for pancakes:", return_tensors="pt").input_ids
     expected = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
                                 do_sample=False)
-    assert torch.equal(ours.generate(ids, max_new_tokens=12, greedy=True, use_cache=True), expected)
+    assert torch.equal(decoding.generate(ours, ids, 12, use_cache=True), expected)
 
 
 def test_kv_cache_bad_use_is_rejected():
@@ -508,6 +521,6 @@ def test_kv_cache_bad_use_is_rejected():
     with pytest.raises(ValueError, match="allocated for batch 1"):
         model(torch.zeros(2, 1, dtype=torch.long), cache=KVCache.allocate(config, 1, 4))
     with pytest.raises(ValueError, match=r"must fit in context_length=8"):
-        model.generate(torch.zeros(1, 5, dtype=torch.long), 4, use_cache=True)
+        decoding.generate(model, torch.zeros(1, 5, dtype=torch.long), 4, use_cache=True)
     with pytest.raises(ValueError, match="batch_size >= 1"):
         KVCache.allocate(config, batch_size=0, max_len=4)

@@ -1,0 +1,61 @@
+"""Each teaching copy agrees with its home.
+
+A chapter or an exercise may keep a few lines of its own for a concept the library already
+implements (a reference that shows the formula, a loop with a learner's function plugged
+in); its docstring names the home, and a test here holds the two to the same numbers.
+(``llmlab.training.objectives.cross_entropy`` against ``F.cross_entropy`` and
+``llmlab.model.lm_loss`` lives in test_training.py.)
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llmlab import attention, decoding
+from llmlab.course.exercises import ch01, ch03, ch05
+from llmlab.model import Block, ModelConfig
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 8), (2, 3, 7, 4)])
+def test_ch01_causal_attention_is_the_home_sdpa(shape):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(*shape, generator=g) for _ in range(3))
+    home = attention.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(ch01.reference_causal_attention(q, k, v), home)
+    torch.testing.assert_close(home, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+
+
+@pytest.mark.parametrize("style", ["gpt2", "llama"])
+def test_ch01_pre_norm_block_is_the_models_block(style):
+    torch.manual_seed(0)
+    make = ModelConfig.llama_style if style == "llama" else ModelConfig.gpt2_style
+    config = make(vocab_size=10, d_model=32, n_head=4, n_layer=1)
+    block = Block(config).eval()
+    x = torch.randn(2, 6, 32)
+    rope = attention.rotary_cos_sin(6, config.head_dim) if style == "llama" else None
+    with torch.no_grad():
+        copy = ch01.reference_pre_norm_block(x, lambda h: block.attn(h, is_causal=True),
+                                             block.mlp, block.norm1, block.norm2)
+        torch.testing.assert_close(copy, block(x, rope))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("q_block, k_block", [(2, 3), (4, 4), (16, 5)])
+def test_ch03_tile_loop_is_the_home_tiled_attention(causal, q_block, k_block):
+    g = torch.Generator().manual_seed(1)
+    q, k, v = torch.randn(2, 3, 11, 4, generator=g), torch.randn(2, 3, 11, 4, generator=g), \
+        torch.randn(2, 3, 11, 5, generator=g)
+    copy = ch03._tiled(ch03.reference_online_softmax_update, q, k, v, q_block, k_block, causal)
+    home = attention.tiled_attention(q, k, v, k_block, is_causal=causal,
+                                     query_block_size=q_block)
+    torch.testing.assert_close(copy, home)
+
+
+def test_ch05_references_are_the_home_functions():
+    g = torch.Generator().manual_seed(2)
+    beam_scores, log_probs = torch.randn(3, generator=g), torch.randn(3, 9, generator=g)
+    for got, home in zip(ch05.reference_beam_step(beam_scores, log_probs, 5),
+                         decoding.beam_step(beam_scores, log_probs, 5), strict=True):
+        assert torch.equal(got, home)
