@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from llmlab.course import checks
-from llmlab.course.exercises import ch04
+from llmlab.course.exercises.ch04 import step as ch04  # the training-step exercise
 from llmlab.model import GPT, ModelConfig
 
 

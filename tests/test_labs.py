@@ -7,7 +7,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from llmlab.course import checks, cli, labs
+from llmlab import cli
+from llmlab.course import checks, labs
 
 ROOT = Path(__file__).resolve().parents[1]
 

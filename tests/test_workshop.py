@@ -16,7 +16,8 @@ import pytest
 from fakes import LocalWheel, make_wheel
 
 import llmlab
-from llmlab import assets, checks, cli, workshop
+from llmlab import assets, cli
+from llmlab.course import checks, workshop
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB = ROOT / "labs" / "01_architecture.ipynb"
@@ -429,6 +430,6 @@ def test_a_real_asset_round_trips_without_npm(tmp_path, monkeypatch, capsys):
     def no_subprocess(*args, **kwargs):
         raise AssertionError(f"a registry client was run: {args}")
 
-    monkeypatch.setattr(assets.subprocess, "run", no_subprocess)
+    monkeypatch.setattr(assets.store.subprocess, "run", no_subprocess)
     assert assets.install(tmp_path / "usb") == [tmp_path / "home" / "gpt2-bpe"]
     assert assets.load("gpt2-bpe")("Hello world")["input_ids"] == [15496, 995]

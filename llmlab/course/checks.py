@@ -14,7 +14,9 @@ passed, otherwise llmlab's reference implementation, so the rest of the lab stil
 
 Exercises are declared in ``llmlab.course.exercises`` with :func:`exercise`; each names its
 reference and a few plausible wrong answers, and the tests make sure every check passes the
-reference, reports the stub as not attempted and fails every wrong answer.
+reference, reports the stub as not attempted and fails every wrong answer. An id's prefix
+names its chapter module (``ch01.rms_norm`` lives in ``llmlab.course.exercises.ch01``), and
+a check loads that module alone; :func:`all_exercises` loads every chapter.
 
 Two environment variables serve tooling: ``LLMLAB_EXPECT`` (``passed`` or
 ``not_attempted``) makes a check raise when the outcome differs, so running a solution or a
@@ -24,11 +26,13 @@ line, for an instructor's progress report.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from types import ModuleType
 from typing import Any, Literal
 
 import torch
@@ -86,14 +90,44 @@ def exercise(
     return register
 
 
-def get_exercise(exercise_id: str) -> Exercise:
-    """The registered exercise, loading the chapter's checks on first use."""
-    import llmlab.course.exercises  # noqa: F401  (registers every chapter's exercises)
+# Named, not imported: the chapter modules import this one to register their exercises, so
+# an import the other way would make a cycle. The asset store names loaders the same way.
+EXERCISE_PACKAGE = "llmlab.course.exercises"
 
-    if exercise_id not in EXERCISES:
-        known = ", ".join(sorted(EXERCISES))
-        raise KeyError(f"no exercise named {exercise_id!r}; known exercises: {known}")
-    return EXERCISES[exercise_id]
+
+def _exercise_package() -> ModuleType:
+    return importlib.import_module(EXERCISE_PACKAGE)
+
+
+def get_exercise(exercise_id: str) -> Exercise:
+    """The registered exercise, loading its chapter's module (and no other) on first use.
+
+    >>> get_exercise("ch99.rms_norm")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    KeyError: "no exercise named 'ch99.rms_norm': there is no chapter 'ch99'; known chapters: ..."
+    """
+    if exercise_id in EXERCISES:
+        return EXERCISES[exercise_id]
+    chapter = exercise_id.partition(".")[0]
+    package = _exercise_package()
+    if chapter in package.chapters():
+        package.load(chapter)
+        if exercise_id in EXERCISES:
+            return EXERCISES[exercise_id]
+    siblings = sorted(eid for eid in EXERCISES if eid.partition(".")[0] == chapter)
+    if siblings:
+        raise KeyError(f"no exercise named {exercise_id!r}; chapter {chapter!r} has: "
+                       f"{', '.join(siblings)}")
+    raise KeyError(f"no exercise named {exercise_id!r}: there is no chapter {chapter!r}; known "
+                   f"chapters: {', '.join(package.chapters())} (an id is the chapter, a dot "
+                   "and the exercise: 'ch01.rms_norm')")
+
+
+def all_exercises() -> dict[str, Exercise]:
+    """Every chapter's exercises, by id (imports every chapter: for tooling and the tests)."""
+    _exercise_package().load_all()
+    return dict(EXERCISES)
 
 
 def run_check(exercise_id: str, answer: Any) -> CheckResult:

@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import nbformat
 
+import llmlab
 from llmlab import assets
 from llmlab.course.labs import check_ids
 
@@ -82,7 +83,9 @@ def find_constraints() -> Path | None:
     An editable install (``make setup``) sits next to it; a pip or Colab install has none,
     and then versions are reported but not compared.
     """
-    candidate = Path(__file__).resolve().parents[1] / "constraints.txt"
+    # From the package's root, not this file: this module moved once (into llmlab/course/)
+    # and the lookup silently stopped finding the pins.
+    candidate = Path(llmlab.__file__).resolve().parents[1] / "constraints.txt"
     return candidate if candidate.is_file() else None
 
 

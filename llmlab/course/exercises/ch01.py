@@ -1,4 +1,5 @@
-"""Chapter 01 (architecture) exercises: the pieces of a transformer, checked against llmlab.model.
+"""Chapter 01 (architecture) exercises: the pieces of a transformer, checked against
+llmlab.model and llmlab.attention.
 
 Each check runs the learner's function on a few cases, including an awkward one (odd
 sizes, batch and head dimensions, extreme values), and says which case failed and how.
@@ -11,15 +12,16 @@ import math
 import torch
 from torch import nn
 
-from llmlab import model
+from llmlab import attention, model
 from llmlab.course.checks import CheckFailed, exercise, expect_close, expect_equal, require_callable
 
 # --------------------------------------------------------------------------------------------
-# References: the shapes of the learner's functions, implemented with llmlab.model
+# References: the shapes of the learner's functions, implemented with llmlab.model and
+# llmlab.attention (one teaching copy, reference_causal_attention, tested against its home)
 
 
 def reference_sinusoidal_positions(n_positions: int, d_model: int) -> torch.Tensor:
-    return model.sinusoidal_positions(n_positions, d_model)
+    return attention.sinusoidal_positions(n_positions, d_model)
 
 
 def reference_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -30,10 +32,20 @@ def reference_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5)
 
 
 def reference_apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return model.apply_rotary(x, cos, sin)
+    return attention.apply_rotary(x, cos, sin)
 
 
 def reference_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal attention as the learner writes it: a teaching copy of
+    ``llmlab.attention.scaled_dot_product_attention(q, k, v, is_causal=True)`` (the tests
+    check that the two agree), kept in the chapter's own few lines.
+
+    >>> q = k = v = torch.randn(1, 2, 4, 8)
+    >>> from llmlab.attention import scaled_dot_product_attention
+    >>> expected = scaled_dot_product_attention(q, k, v, is_causal=True)
+    >>> torch.allclose(reference_causal_attention(q, k, v), expected, atol=1e-6)
+    True
+    """
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     T = q.shape[-2]
     future = torch.ones(T, T, dtype=torch.bool).triu(diagonal=1)
@@ -41,6 +53,8 @@ def reference_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
 
 
 def reference_pre_norm_block(x, attn, mlp, norm1, norm2):
+    """A pre-norm residual block from its four sublayers: a teaching copy of the pre-norm
+    path of ``llmlab.model.Block.forward`` (the tests check that the two agree)."""
     x = x + attn(norm1(x))
     return x + mlp(norm2(x))
 
@@ -180,7 +194,7 @@ def check_rms_norm(answer) -> None:
 def _rotary_case(T: int, D: int, heads: int, theta: float = 10_000.0):
     g = torch.Generator().manual_seed(T * D)
     x = torch.randn(2, heads, T, D, generator=g)
-    cos, sin = model.rotary_cos_sin(T, D, theta)
+    cos, sin = attention.rotary_cos_sin(T, D, theta)
     return x, cos, sin
 
 
@@ -255,9 +269,9 @@ def check_pre_norm_block(answer) -> None:
     block = model.Block(config).eval()
     x = torch.randn(2, 5, 32)
     with torch.no_grad():
-        expected = block(x, model.rotary_cos_sin(5, config.head_dim))
-        rope = model.rotary_cos_sin(5, config.head_dim)
-        got = answer(x, lambda h: block.attn(h, rope), block.mlp, block.norm1, block.norm2)
+        expected = block(x, attention.rotary_cos_sin(5, config.head_dim))
+        got = answer(x, lambda h: block.attn(h, is_causal=True), block.mlp, block.norm1,
+                     block.norm2)
     expect_close(got, expected, "pre_norm_block with a real Llama-style block", atol=1e-5,
                  hint="Each sublayer reads norm(x) and its output is ADDED to x: "
                       "x = x + attn(norm1(x)); x = x + mlp(norm2(x)).")

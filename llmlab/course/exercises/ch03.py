@@ -1,5 +1,5 @@
 """Chapter 03 (attention) exercises: scaled dot-product attention, masks, heads, RoPE and the
-online-softmax step of FlashAttention, checked against llmlab.attention and llmlab.model.
+online-softmax step of FlashAttention, checked against llmlab.attention.
 
 Shapes follow torch's ``scaled_dot_product_attention``: queries ``(..., L, E)``, keys
 ``(..., S, E)``, values ``(..., S, Ev)``; boolean masks are True where a query may attend.
@@ -19,14 +19,14 @@ from typing import Any
 
 import torch
 
-from llmlab import attention, model
+from llmlab import attention
 from llmlab.course.checks import CheckFailed, exercise, expect_close, expect_shape, require_callable
 from llmlab.course.checks import call_learner as _call
 
 NEG_INF = float("-inf")
 
 # --------------------------------------------------------------------------------------------
-# References: the learner's functions, implemented with llmlab.attention and llmlab.model
+# References: the learner's functions, implemented with llmlab.attention
 
 
 def reference_attention(
@@ -89,8 +89,8 @@ def reference_apply_rope(
     x: torch.Tensor, positions: torch.Tensor, theta: float = 10_000.0
 ) -> torch.Tensor:
     """Rotate ``x (..., T, D)`` for the given integer ``positions (T,)``, pairing dimension
-    ``j`` with ``j + D/2`` at frequency ``theta ** (-2j / D)`` (llmlab.model's layout, the
-    same as transformers' Llama).
+    ``j`` with ``j + D/2`` at frequency ``theta ** (-2j / D)`` (llmlab.attention's layout,
+    the same as transformers' Llama).
 
     >>> x = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
     >>> reference_apply_rope(x, torch.tensor([0])).tolist() == x.tolist()   # position 0: no turn
@@ -102,8 +102,8 @@ def reference_apply_rope(
     if positions.dim() != 1 or positions.is_floating_point() or len(positions) != x.shape[-2]:
         raise ValueError(f"positions must be 1-D integers, one per position of x "
                          f"({x.shape[-2]}); got {tuple(positions.shape)} {positions.dtype}")
-    cos, sin = model.rotary_cos_sin(int(positions.max()) + 1, x.shape[-1], theta)
-    return model.apply_rotary(x, cos[positions].to(x.dtype), sin[positions].to(x.dtype))
+    cos, sin = attention.rotary_cos_sin(int(positions.max()) + 1, x.shape[-1], theta)
+    return attention.apply_rotary(x, cos[positions].to(x.dtype), sin[positions].to(x.dtype))
 
 
 def reference_online_softmax_update(
@@ -562,7 +562,7 @@ def check_apply_rope(answer) -> None:
         args = (x, positions, theta)
         hint = _first_hint(got, args, [
             (_rope_interleaved, "Pair dimension j with j + D/2 (the two halves, as in "
-             "llmlab.model.apply_rotary and Llama), not neighbours (0, 1), (2, 3)."),
+             "llmlab.attention.apply_rotary and Llama), not neighbours (0, 1), (2, 3)."),
             (_rope_wrong_direction, "Rotate the other way: (a, b) -> (a cos - b sin, "
              "b cos + a sin), with a in the first half."),
             (_rope_frequency_without_2, "Pair j turns at theta ** (-2j / D), j = 0..D/2-1: "
@@ -641,7 +641,10 @@ def _as_state(got: Any, what: str) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 def _tiled(update: Callable[..., Any], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
            q_block: int, k_block: int, causal: bool) -> torch.Tensor:
-    """Attention one tile at a time, with ``update`` folding in each tile."""
+    """Attention one tile at a time, with ``update`` folding in each tile: a teaching copy
+    of the loop of ``llmlab.attention.tiled_attention`` with the learner's update in place
+    of ``online_softmax_update`` (each call named, for the check's messages). The tests
+    check that with the reference update the two agree."""
     L, S = q.shape[-2], k.shape[-2]
     scale = 1 / math.sqrt(q.shape[-1])
     outputs = []

@@ -1,5 +1,5 @@
 """Chapter 05 (decoding) exercises: the building blocks of text generation, checked against
-llmlab.decoding and llmlab.model (whose functions the tests check against transformers).
+llmlab.decoding and llmlab.attention (whose functions the tests check against transformers).
 
 Six small functions: temperature, the top-k and top-p (nucleus) cut-offs, a greedy
 generation loop, one step of beam search, and writing new keys and values into a
@@ -22,15 +22,16 @@ from typing import Any
 import torch
 
 from llmlab import decoding
+from llmlab.attention import KVCache
 from llmlab.course.checks import CheckFailed, exercise, expect_shape, require_callable
 from llmlab.course.checks import call_learner as _call
-from llmlab.model import GPT, KVCache, ModelConfig
+from llmlab.model import GPT, ModelConfig
 
 NEG_INF = float("-inf")
 Candidates = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 # --------------------------------------------------------------------------------------------
-# References: the learner's functions, implemented with llmlab.decoding and llmlab.model
+# References: the learner's functions, implemented with llmlab.decoding and llmlab.attention
 
 
 def reference_apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -72,7 +73,8 @@ def reference_beam_step(
     beam_scores: torch.Tensor, log_probs: torch.Tensor, num_candidates: int,
 ) -> Candidates:
     """The best ``num_candidates`` (beam, token) extensions, best first: their scores
-    (the beam's summed log-probability plus the token's), beam indices and tokens.
+    (the beam's summed log-probability plus the token's), beam indices and tokens
+    (``llmlab.decoding.beam_step``, the step of ``beam_search``).
 
     >>> scores, beams, tokens = reference_beam_step(
     ...     torch.tensor([-1.0, -2.0]), torch.log(torch.tensor([[0.6, 0.4], [0.9, 0.1]])), 2)
@@ -81,14 +83,7 @@ def reference_beam_step(
     >>> [round(s, 2) for s in scores.tolist()]   # -1 + log 0.6, -1 + log 0.4 (-2.11 is 3rd)
     [-1.51, -1.92]
     """
-    if beam_scores.dim() != 1 or log_probs.dim() != 2 or \
-            log_probs.shape[0] != beam_scores.shape[0]:
-        raise ValueError(f"expected beam_scores (num_beams,) and log_probs (num_beams, vocab); "
-                         f"got {tuple(beam_scores.shape)} and {tuple(log_probs.shape)}")
-    vocab = log_probs.shape[1]
-    totals = (beam_scores[:, None] + log_probs).reshape(-1)  # row-major: beam * vocab + token
-    best = totals.topk(num_candidates)
-    return best.values, best.indices // vocab, best.indices % vocab
+    return decoding.beam_step(beam_scores, log_probs, num_candidates)
 
 
 def reference_kv_cache_update(
@@ -97,7 +92,7 @@ def reference_kv_cache_update(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Write ``k_new, v_new (B, H, T, D)`` into the buffers ``(B, H, max_len, D)`` at
     positions ``length .. length + T - 1``; return the filled part, positions ``0 .. length
-    + T - 1``. This is ``llmlab.model.KVCache.update`` for one layer.
+    + T - 1``. This is ``llmlab.attention.KVCache.update`` for one layer.
 
     >>> cache_k, cache_v = torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4, 2)
     >>> k, v = reference_kv_cache_update(cache_k, cache_v, torch.ones(1, 1, 1, 2),
