@@ -50,7 +50,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.distributed as dist
 
-from llmlab.model import GPT, ModelConfig
+from llmlab.model import GPT, ModelConfig, lm_loss
 from llmlab.training import (
     AdamW,
     TrainConfig,
@@ -58,7 +58,6 @@ from llmlab.training import (
     WarmupCosine,
     WindowSampler,
     autocast,
-    causal_lm_loss,
     enable_activation_checkpointing,
     load_config,
     prepare_data,
@@ -112,7 +111,7 @@ def _evaluate(trainer: Trainer, batches: int) -> float:
         for i in range(batches):
             x, y = sampler.sample()
             if i % trainer.world_size == trainer.rank:
-                total += torch.tensor([causal_lm_loss(model(x), y).item(), 1.0],
+                total += torch.tensor([lm_loss(model(x), y).item(), 1.0],
                                       dtype=torch.float64)
     if trainer.world_size > 1:
         dist.all_reduce(total)
@@ -289,7 +288,7 @@ def compare_optimizers(config: Any, vocab: int, batches: list, rounds: int,
                 x, y = batches[i % len(batches)]
                 tic = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)
-                loss = causal_lm_loss(model(x), y)
+                loss = lm_loss(model(x), y)
                 loss.backward()
                 mid = time.perf_counter()
                 optimizer.step()
@@ -307,7 +306,7 @@ def compare_optimizers(config: Any, vocab: int, batches: list, rounds: int,
 def training_step(model: GPT, x: torch.Tensor, y: torch.Tensor, precision: str) -> float:
     model.zero_grad(set_to_none=True)
     with autocast(precision, "cpu"):
-        loss = causal_lm_loss(model(x), y)
+        loss = lm_loss(model(x), y)
     loss.backward()
     return loss.item()
 
@@ -338,7 +337,7 @@ def saved_for_backward_bytes(model: GPT, x: torch.Tensor, y: torch.Tensor) -> in
 
     hooks = [block.register_forward_pre_hook(pack_block_input) for block in model.blocks]
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss = causal_lm_loss(model(x), y)
+        loss = lm_loss(model(x), y)
     loss.backward()
     for hook in hooks:
         hook.remove()
@@ -436,8 +435,8 @@ def check_same_loss(model_config: ModelConfig, x: torch.Tensor,
         hf = GPT2LMHeadModel(hf_gpt2_config(model_config, impl)).eval()
         ours = GPT.from_hf_gpt2(hf)
         with torch.no_grad():
-            out[impl] = (causal_lm_loss(_hf_logits(hf, x), y).item(),
-                         causal_lm_loss(ours(x), y).item())
+            out[impl] = (lm_loss(_hf_logits(hf, x), y).item(),
+                         lm_loss(ours(x), y).item())
     return {"llmlab": out["eager"][1], "hf_eager": out["eager"][0], "hf_sdpa": out["sdpa"][0],
             "max_abs_diff": max(abs(a - b) for a, b in out.values())}
 
@@ -478,7 +477,7 @@ def compare_with_hf(model_config: ModelConfig, lr: float, batches: list, rounds:
                     tic = time.perf_counter()
                     optimizer.zero_grad(set_to_none=True)
                     with autocast(precision, "cpu"):
-                        loss = causal_lm_loss(logits_of(x), y)
+                        loss = lm_loss(logits_of(x), y)
                     loss.backward()
                     optimizer.step()
                     if i:  # the first step allocates the optimizer's moments
@@ -580,7 +579,7 @@ def render_hf(hf: dict[str, Any], same: dict[str, float], model_config: ModelCon
         "`llmlab.model.GPT` and as `GPT2LMHeadModel` from a `GPT2Config` derived from the "
         "llmlab `ModelConfig`, starting from the same weights (`GPT.from_hf_gpt2`), in one "
         f"loop: the same 8 batches of {shape[0]} x {shape[1]} tokens, forward + "
-        "`causal_lm_loss` + backward + `torch.optim.AdamW`, the same precision; medians over "
+        "`lm_loss` + backward + `torch.optim.AdamW`, the same precision; medians over "
         "rounds that interleave the three models. transformers 5 picks `sdpa` attention "
         "(torch's fused `scaled_dot_product_attention`) by default; `eager` is its "
         "explicit-softmax path, the algorithm llmlab's attention spells out.",

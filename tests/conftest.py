@@ -26,9 +26,15 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def built_site(tmp_path_factory) -> Path:
-    """Build the learner's site from a copy of the working tree with `jupyter-book build -W`
-    (what `make book` runs); return its `_build/html` folder.
+def built_site() -> Path:
+    """Build the learner's site the way the README tells a learner to: ``make book`` in the
+    working tree itself (set-up steps are already done, so it only builds, with
+    ``jupyter-book build -W``); return its ``_build/html`` folder.
+
+    An earlier version built a copy of the tree in a temporary folder, and the copy passed
+    while ``make book`` failed for learners (worker processes' stderr in a cell): the test
+    must run the very command, in the very place, a learner does. Without the project's
+    ``.venv`` (pytest run from another environment) the recipe's build command runs instead.
 
     ``LLMLAB_BUILT_SITE=path/to/_build/html`` uses a site built beforehand instead (the
     build takes minutes; handy when working on the browser tests themselves)."""
@@ -37,20 +43,18 @@ def built_site(tmp_path_factory) -> Path:
         html_dir = Path(prebuilt)
         assert (html_dir / "index.html").is_file(), f"LLMLAB_BUILT_SITE={prebuilt} is no built site"
         return html_dir
-    site = tmp_path_factory.mktemp("site") / "course"
-    ignore = shutil.ignore_patterns(".venv", "_build", ".git", "*.egg-info", "__pycache__",
-                                    ".pytest_cache", ".ruff_cache", ".hypothesis")
-    shutil.copytree(ROOT, site, ignore=ignore)
-    # Tools leave markdown in hidden folders of a working tree (pytest's cache README): the
-    # site must not pick them up, or `make book` fails with "not included in any toctree".
-    (site / ".pytest_cache").mkdir()
-    (site / ".pytest_cache" / "README.md").write_text("# pytest cache directory\n")
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    result = subprocess.run(
-        [str(jupyter_book), "build", str(site), "--warningiserror", "--keep-going"],
-        capture_output=True, text=True, timeout=1800, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return site / "_build" / "html"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if Path(sys.prefix).resolve() == (ROOT / ".venv").resolve() and shutil.which("make"):
+        command = ["make", "--no-print-directory", "book"]
+    else:
+        jupyter_book = Path(sys.executable).with_name("jupyter-book")
+        command = [str(jupyter_book), "build", ".", "--toc", "_toc.yml", "--warningiserror",
+                   "--keep-going"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1800,
+                            env=env)
+    assert result.returncode == 0, (f"`{' '.join(command)}` failed:\n"
+                                    + result.stdout[-4000:] + result.stderr[-4000:])
+    return ROOT / "_build" / "html"
 
 
 @pytest.fixture(scope="module")

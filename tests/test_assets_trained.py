@@ -10,13 +10,13 @@ import pytest
 import torch
 import yaml
 
-from llmlab import assets
-from llmlab.model import GPT
+from llmlab import assets, decoding
+from llmlab.model import GPT, lm_loss
+from llmlab.tokenization import CharTokenizer
+from llmlab.training import Trainer, load_config, load_trained
 from llmlab.training import asset as trained_asset
-from llmlab.training import CharTokenizer, Trainer, load_config, load_trained
 from llmlab.training.config import CONFIGS, config_path
 from llmlab.training.data import WindowSampler
-from llmlab.training.objectives import causal_lm_loss
 from llmlab.training.trainer import prepare_data
 
 TINY = {
@@ -36,7 +36,8 @@ def toy_trained(tmp_path, monkeypatch):
     recipe.write_text(yaml.safe_dump(TINY))
     asset = assets.register(assets.Asset(
         name="toy-gpt", description="a test model", license="CC0",
-        source=assets.TrainedHere(str(recipe), builder=assets.Ref("llmlab.training.asset:train_asset")),
+        source=assets.TrainedHere(str(recipe),
+                                  builder=assets.Ref("llmlab.training.asset:train_asset")),
         members={}, size_mb=0.0, loader=trained_asset.load_trained_gpt))
     yield asset, recipe
     assets.REGISTRY.pop("toy-gpt", None)
@@ -172,12 +173,14 @@ def test_the_shakespeare_gpt_asset_writes_and_scores_what_it_recorded(tmp_path):
     assert data_tokenizer.chars == tokenizer.chars
     x, y = WindowSampler(val_ids, 64, recipe.block_size, seed=123).sample()
     with torch.no_grad():
-        loss = causal_lm_loss(model(x), y).item()
+        loss = lm_loss(model(x), y).item()
     assert abs(loss - info["val_loss"]) < 0.1, (loss, info["val_loss"])
-    text = tokenizer.decode(model.generate(torch.tensor([tokenizer.encode("ROMEO:\n")]), 80,
-                                           generator=torch.Generator().manual_seed(0))[0])
+    prompt = torch.tensor([tokenizer.encode("ROMEO:\n")])
+    text = tokenizer.decode(decoding.generate(model, prompt, 80, decoding.SamplingConfig(),
+                                              generator=torch.Generator().manual_seed(0))[0])
     assert text.startswith("ROMEO:\n") and len(text) == len("ROMEO:\n") + 80
-    assert json.loads((assets.path("shakespeare-gpt") / trained_asset.TRAINED_INFO).read_text()) == info
+    info_file = assets.path("shakespeare-gpt") / trained_asset.TRAINED_INFO
+    assert json.loads(info_file.read_text()) == info
 
 
 def test_the_command_line_adopts_a_checkpoint(toy_trained, tmp_path, capsys):

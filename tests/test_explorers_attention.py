@@ -14,13 +14,13 @@ import subprocess
 import pytest
 import torch
 
+from llmlab.model import GPT, ModelConfig
 from llmlab.views.attention_explorer import (
     AttentionExplorer,
     attention_explorer,
     model_attention,
     render_focus,
 )
-from llmlab.model import GPT, ModelConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from llmlab import decoding
-from llmlab.views import sampling_explorer as sampling
 from llmlab.model import GPT, ModelConfig
+from llmlab.views import sampling_explorer as sampling
 
 VOCAB = 40
 GRID = dict(temperatures=[0.5, 1.0, 2.0], top_ks=[None, 5, 1], top_ps=[1.0, 0.9, 0.3])

@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmlab import decoding
 from llmlab.model import GPT, ModelConfig, lm_loss
+from llmlab.tokenization import CharTokenizer
 from llmlab.training import (
     AdamW,
-    CharTokenizer,
     TrainConfig,
     Trainer,
     WarmupCosine,
@@ -28,7 +29,6 @@ from llmlab.training import (
     accumulate_gradients,
     apply_overrides,
     autocast,
-    causal_lm_loss,
     clip_grad_norm,
     cross_entropy,
     enable_activation_checkpointing,
@@ -137,11 +137,13 @@ def test_cross_entropy_matches_torch_values_and_gradients_with_ignore_index():
     assert torch.isnan(cross_entropy(logits, torch.full((64,), -100)))  # as torch: 0 / 0
 
 
-def test_causal_lm_loss_equals_the_models_loss_and_checks_shapes():
+def test_cross_entropy_is_a_teaching_copy_of_the_models_loss_and_checks_shapes():
     logits, targets = torch.randn(2, 5, 11), torch.randint(11, (2, 5))
-    assert torch.allclose(causal_lm_loss(logits, targets), lm_loss(logits, targets), atol=1e-6)
+    targets[0, 1] = -100
+    ours = cross_entropy(logits.flatten(0, 1), targets.flatten())
+    assert torch.allclose(ours, lm_loss(logits, targets), atol=1e-6)
     with pytest.raises(ValueError, match=r"got logits \(2, 5, 11\) and targets \(2, 4\)"):
-        causal_lm_loss(logits, targets[:, :4])
+        lm_loss(logits, targets[:, :4])
     with pytest.raises(ValueError, match=r"targets must be in \[0, vocab=11\)"):
         cross_entropy(logits[0], torch.tensor([0, 1, 2, 3, 11]))
 
@@ -325,7 +327,7 @@ def test_bf16_autocast_on_cpu_and_fp16_only_on_cuda():
     x = torch.randint(50, (2, 9))
     with autocast("bf16", "cpu"):
         logits = model(x[:, :-1])
-        loss = causal_lm_loss(logits, x[:, 1:])
+        loss = lm_loss(logits, x[:, 1:])
     assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
     assert abs(loss.item() - lm_loss(model(x[:, :-1]), x[:, 1:]).item()) < 0.05
     loss.backward()
@@ -398,7 +400,9 @@ def test_training_lowers_the_loss_and_logs_metrics(tmp_path):
     else:
         assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     model, tokenizer = load_trained(tmp_path / "run" / "checkpoint.pt")
-    text = tokenizer.decode(model.generate(torch.zeros(1, 1, dtype=torch.long), 20)[0].tolist())
+    sampled = decoding.generate(model, torch.zeros(1, 1, dtype=torch.long), 20,
+                                decoding.SamplingConfig(), use_cache=False)
+    text = tokenizer.decode(sampled[0].tolist())
     assert len(text) == 21 and isinstance(tokenizer, CharTokenizer)
 
 

@@ -6,6 +6,7 @@ use its CPU accelerator with the gloo backend: ``run_deepspeed`` sets
 nothing needs to be set outside.
 """
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -25,6 +26,7 @@ from llmlab.training.zero import (
     optimizer_state_bytes,
     run_deepspeed,
     weights_file,
+    worker_log,
 )
 
 CONFIGS = Path(__file__).resolve().parents[1] / "llmlab" / "configs"
@@ -122,15 +124,46 @@ def zero_runs(tmp_path_factory):
     config = tiny(tmp_path)
     single = Trainer(dataclasses.replace(config, out_dir=str(tmp_path / "single")))
     single.fit()
-    paths = run_deepspeed(config, stages=list(STAGES), world_size=2)
+    printed = tmp_path / "printed.txt"
+    with _file_descriptors_to(printed):  # what a notebook cell would show
+        paths = run_deepspeed(config, stages=list(STAGES), world_size=2)
     runs = {stage: torch.load(path, weights_only=False) for stage, path in paths.items()}
-    return single, runs
+    return single, runs, printed.read_text(), config
+
+
+@contextlib.contextmanager
+def _file_descriptors_to(path: Path):
+    """Point this process's stdout and stderr descriptors (which spawned workers inherit)
+    at ``path`` for the duration, as a notebook kernel captures them into the cell."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "w") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+@needs_deepspeed
+def test_workers_print_nothing_into_the_notebook_cell(zero_runs):
+    """The site build (`jupyter-book -W`) fails on any stderr in a cell: DeepSpeed's workers
+    must keep torch's FutureWarnings and gloo's logs in their own log files."""
+    *_, printed, config = zero_runs
+    assert printed == "", f"the workers printed into the cell: {printed[-2000:]}"
+    for rank in range(2):
+        assert worker_log(config, rank).is_file()
 
 
 @needs_deepspeed
 @pytest.mark.parametrize("stage", STAGES)
 def test_two_zero_ranks_end_with_the_parameters_of_one_process(zero_runs, stage):
-    single, runs = zero_runs
+    single, runs, *_ = zero_runs
     expected, weights = single.model.state_dict(), runs[stage]["model"]
     assert weights.keys() == expected.keys()
     worst = max((weights[k] - expected[k]).abs().max().item() for k in expected)
@@ -145,7 +178,7 @@ def test_two_zero_ranks_end_with_the_parameters_of_one_process(zero_runs, stage)
 
 @needs_deepspeed
 def test_each_stage_shards_what_zero_promises(zero_runs):
-    single, runs = zero_runs
+    single, runs, *_ = zero_runs
     full_moments = optimizer_state_bytes(single.optimizer)  # llmlab's AdamW: m and v
     parameter_bytes = sum(p.numel() * p.element_size() for p in single.model.parameters())
     assert full_moments == 2 * parameter_bytes

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from llmlab.model import GPT, ModelConfig, count_parameters
+from llmlab.tokenization import CharTokenizer
 from llmlab.training import (
-    CharTokenizer,
     TrainConfig,
     Trainer,
     WarmupCosine,

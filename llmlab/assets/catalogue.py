@@ -163,9 +163,9 @@ register(Asset(
 
 
 # OpenAI's encodings ship as ranks only (token bytes -> id). Recovering the merge list from
-# them takes seconds (merges_from_ranks), so it is done once, when the asset is materialised.
+# them takes seconds, so llmlab.tokenization.tiktoken_ranks does it once, when the asset is
+# materialised.
 
-TIKTOKEN_MERGES = "merges.txt"
 
 def _tiktoken_asset(name: str, encoding: str, models: str, last_id: int,
                     size_mb: float) -> Asset:

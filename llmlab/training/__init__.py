@@ -3,7 +3,8 @@
 - ``llmlab.training.cleaning``: normalisation, exact and MinHash/LSH near deduplication,
   Gopher/C4-style quality filters, a seeded web-crawl mix to score them on
 - ``llmlab.training.data``: token files, memory maps, random-window batches
-- ``llmlab.training.objectives``: causal-LM cross-entropy, masked-LM and span corruption
+- ``llmlab.training.objectives``: cross-entropy from scratch (the loss itself is
+  ``llmlab.model.lm_loss``), masked-LM inputs and span corruption
 - ``llmlab.training.optim``: AdamW, warm-up + cosine, clipping, accumulation, mixed
   precision, activation checkpointing
 - ``llmlab.training.config``: ``TrainConfig`` and the YAML files in ``configs/`` (shipped
@@ -38,7 +39,6 @@ from llmlab.training.config import (
     load_config,
 )
 from llmlab.training.data import (
-    CharTokenizer,
     WindowSampler,
     encode_file,
     read_tokens,
@@ -64,7 +64,6 @@ from llmlab.training.mlm import (
     train_masked_lm,
 )
 from llmlab.training.objectives import (
-    causal_lm_loss,
     cross_entropy,
     mask_tokens,
     span_corruption,
@@ -86,9 +85,9 @@ __all__ = [
     "minhash_signatures", "near_duplicates", "normalize", "quality_filter", "shingle_hashes",
     "split_paragraphs",
     "TrainConfig", "apply_overrides", "config_names", "config_path", "load_config",
-    "CharTokenizer", "WindowSampler", "encode_file", "read_tokens", "split_tokens",
+    "WindowSampler", "encode_file", "read_tokens", "split_tokens",
     "token_dtype", "write_tokens",
-    "causal_lm_loss", "cross_entropy", "mask_tokens", "span_corruption", "undo_span_corruption",
+    "cross_entropy", "mask_tokens", "span_corruption", "undo_span_corruption",
     "AdamW", "WarmupCosine", "accumulate_gradients", "autocast", "clip_grad_norm",
     "enable_activation_checkpointing", "weight_decay_groups",
     "Trainer", "load_trained", "prepare_data", "run_data_parallel", "train",

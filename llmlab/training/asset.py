@@ -31,8 +31,9 @@ from llmlab.assets import (
 )
 from llmlab.model import GPT, ModelConfig
 from llmlab.runtime import cache_home
+from llmlab.tokenization import from_state
 from llmlab.training.config import load_config
-from llmlab.training.trainer import Trainer, tokenizer_from_state
+from llmlab.training.trainer import Trainer
 
 TRAINED_WEIGHTS = "model.safetensors"
 TRAINED_INFO = "trained.json"
@@ -118,7 +119,7 @@ def load_trained_gpt(folder: Path) -> Pretrained:
     if set(missing) - tied or unexpected:
         raise AssetCorruptedError(f"{folder / TRAINED_WEIGHTS} does not fit its config: missing "
                                   f"{sorted(set(missing) - tied)}, unexpected {unexpected}")
-    return Pretrained(model.eval(), tokenizer_from_state(info["tokenizer"]))
+    return Pretrained(model.eval(), from_state(info["tokenizer"]))
 
 
 def trained_info(name: str = "shakespeare-gpt") -> dict[str, Any]:

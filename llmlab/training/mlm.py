@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from llmlab.model import lm_loss
 from llmlab.training.data import WindowSampler
-from llmlab.training.objectives import cross_entropy, mask_tokens
+from llmlab.training.objectives import mask_tokens
 from llmlab.training.optim import AdamW, WarmupCosine, clip_grad_norm, weight_decay_groups
 
 __all__ = ["tiny_bert_config", "masked_lm_loss", "train_masked_lm", "mask_for_eval",
@@ -54,7 +55,8 @@ def tiny_bert_config(vocab_size: int, block_size: int = 64, n_layer: int = 2,
 def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the positions whose label is not ``-100`` (the chosen
     ones); ``logits (B, T, vocab)``, ``labels (B, T)``. No shift: position ``t``
-    predicts its own hidden token.
+    predicts its own hidden token. The computation is the causal model's loss,
+    ``llmlab.model.lm_loss``, with the labels in place of the next tokens.
 
     >>> logits = torch.zeros(1, 3, 4)
     >>> round(masked_lm_loss(logits, torch.tensor([[-100, 2, -100]])).item(), 4)   # ln 4
@@ -63,7 +65,7 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if logits.dim() != 3 or logits.shape[:2] != labels.shape:
         raise ValueError(f"expected logits (B, T, vocab) and labels (B, T); got logits "
                          f"{tuple(logits.shape)} and labels {tuple(labels.shape)}")
-    return cross_entropy(logits.flatten(0, 1), labels.flatten())
+    return lm_loss(logits, labels)
 
 
 def _check_mask_id(model: Any, mask_id: int) -> int:

@@ -1,7 +1,8 @@
 """Pretraining objectives: what the model is asked to predict.
 
 - **Causal LM** (GPT): predict every next token; the loss is a cross-entropy, written
-  out here with the log-sum-exp trick.
+  out here with the log-sum-exp trick (:func:`cross_entropy`, a teaching copy: the loss
+  the library trains with is ``llmlab.model.lm_loss``, on ``F.cross_entropy``).
 - **Masked LM** (BERT): hide 15% of the tokens and predict them.
 - **Span corruption** (T5): replace random spans with sentinel tokens; the target lists
   each sentinel followed by the tokens it hid.
@@ -14,14 +15,17 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["cross_entropy", "causal_lm_loss", "mask_tokens", "span_corruption",
-           "undo_span_corruption"]
+__all__ = ["cross_entropy", "mask_tokens", "span_corruption", "undo_span_corruption"]
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
                   ignore_index: int = -100) -> torch.Tensor:
     """Mean of ``-log softmax(logits)[target]`` over the rows whose target is not
     ``ignore_index``; ``logits (N, vocab)``, ``targets (N,)``.
+
+    A teaching copy of ``torch.nn.functional.cross_entropy``, the computation inside
+    ``llmlab.model.lm_loss`` (the one loss the library trains with); the tests check that
+    the two agree, gradients included.
 
     ``log softmax(z)_t = z_t - log sum_j exp(z_j)``. Computing ``exp(z_j)`` directly
     overflows for large logits, so the maximum ``m`` is taken out first:
@@ -47,19 +51,6 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
     nll = log_sum_exp - logits.gather(1, safe_targets[:, None]).squeeze(1)
     # 0/0 = nan when every target is ignored, as F.cross_entropy does
     return (nll * keep).sum() / keep.sum()
-
-
-def causal_lm_loss(logits: torch.Tensor, targets: torch.Tensor,
-                   ignore_index: int = -100) -> torch.Tensor:
-    """``cross_entropy`` over every position of ``logits (B, T, vocab)``, ``targets (B, T)``.
-
-    >>> round(causal_lm_loss(torch.zeros(2, 3, 4), torch.ones(2, 3, dtype=torch.long)).item(), 4)
-    1.3863
-    """
-    if logits.dim() != 3 or logits.shape[:2] != targets.shape:
-        raise ValueError(f"expected logits (B, T, vocab) and targets (B, T); got logits "
-                         f"{tuple(logits.shape)} and targets {tuple(targets.shape)}")
-    return cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index)
 
 
 def mask_tokens(

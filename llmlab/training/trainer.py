@@ -30,18 +30,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from llmlab.model import GPT, ModelConfig
+from llmlab.decoding import SamplingConfig, generate
+from llmlab.model import GPT, ModelConfig, lm_loss
 from llmlab.runtime import device as best_device
 from llmlab.runtime import seed_everything
+from llmlab.tokenization import CharTokenizer, Tokenizer, from_state
 from llmlab.training.config import TrainConfig
-from llmlab.training.data import (
-    CharTokenizer,
-    WindowSampler,
-    read_tokens,
-    split_tokens,
-    write_tokens,
-)
-from llmlab.training.objectives import causal_lm_loss
+from llmlab.training.data import WindowSampler, read_tokens, split_tokens, write_tokens
 from llmlab.training.optim import (
     AdamW,
     WarmupCosine,
@@ -75,33 +70,16 @@ def _corpus(config: TrainConfig) -> str:
     return text[: config.max_chars] if config.max_chars else text
 
 
-def tokenizer_from_state(state: dict[str, Any]) -> Any:
-    """The tokenizer a checkpoint recorded, carrying that record as ``.state`` (saved again
-    with the next checkpoint)."""
-    if state["kind"] == "char":
-        tokenizer: Any = CharTokenizer(state["chars"])
-    else:
-        from llmlab.tokenization import Tokenizer
-
-        tokenizer = Tokenizer.gpt2()
-    tokenizer.state = state
-    return tokenizer
-
-
 def prepare_data(config: TrainConfig) -> tuple[np.ndarray, np.ndarray, Any]:
     """``(train_ids, val_ids, tokenizer)``: the corpus encoded once into a token file under
     ``out_dir/data`` (reused while corpus and tokenizer stay the same), memory-mapped and
     split."""
     text = _corpus(config)
-    if config.tokenizer == "char":
-        tokenizer: Any = CharTokenizer.from_text(text)
-        tokenizer_state = {"kind": "char", "chars": tokenizer.chars}
-    else:
-        from llmlab.tokenization import Tokenizer
-
-        tokenizer = Tokenizer.gpt2()
-        tokenizer_state = {"kind": "gpt2"}
-    digest = hashlib.sha256(text.encode("utf-8") + json.dumps(tokenizer_state).encode())
+    tokenizer: CharTokenizer | Tokenizer = (
+        CharTokenizer.from_text(text) if config.tokenizer == "char" else Tokenizer.gpt2())
+    # The token file is named after the text and the tokenizer's state ({"kind": "char",
+    # "chars": ...} or {"kind": "gpt2"}, the dicts earlier runs hashed: their files are reused).
+    digest = hashlib.sha256(text.encode("utf-8") + json.dumps(tokenizer.to_state()).encode())
     path = Path(config.out_dir) / "data" / f"{config.tokenizer}-{digest.hexdigest()[:16]}.bin"
     if not path.is_file():
         write_tokens(tokenizer.encode(text), path, tokenizer.vocab_size)
@@ -112,7 +90,6 @@ def prepare_data(config: TrainConfig) -> tuple[np.ndarray, np.ndarray, Any]:
             raise ValueError(f"the {name} split has {len(ids)} tokens, not more than "
                              f"block_size={config.block_size}: use more text or a smaller "
                              "block_size")
-    tokenizer.state = tokenizer_state
     return train_ids, val_ids, tokenizer
 
 
@@ -279,7 +256,7 @@ class Trainer:
             sync = contextlib.nullcontext() if last or no_sync is None else no_sync()
             with sync:
                 with autocast(cfg.precision, self.device):
-                    loss = causal_lm_loss(self.net(x), y) / cfg.grad_accum_steps
+                    loss = lm_loss(self.net(x), y) / cfg.grad_accum_steps
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += loss.detach()
         if self.scaler is not None:
@@ -317,7 +294,7 @@ class Trainer:
             for _ in range(cfg.eval_batches):
                 x, y = sampler.sample(self.device)
                 with autocast(cfg.precision, self.device):
-                    losses.append(causal_lm_loss(self.net(x), y).item())
+                    losses.append(lm_loss(self.net(x), y).item())
             loss = sum(losses) / len(losses)
             result[f"{split}_loss"], result[f"{split}_ppl"] = loss, math.exp(loss)
         self.net.train()
@@ -325,14 +302,17 @@ class Trainer:
 
     def sample(self, max_new_tokens: int = 200, prompt: str = "\n", seed: int = 0,
                temperature: float = 0.8, top_k: int | None = None) -> str:
-        """Text the model writes after ``prompt`` (its own generator: training RNGs stay)."""
+        """Text the model writes after ``prompt`` (its own generator: training RNGs stay),
+        sampled by ``llmlab.decoding.generate`` over a window of the last ``block_size``
+        tokens, so it may run on past the context."""
         if self.tokenizer is None:
             raise ValueError("sample() needs the tokenizer; this Trainer was built without one")
         ids = self.tokenizer.encode(prompt) or [0]
         idx = torch.tensor([ids], device=self.device)
         generator = torch.Generator(self.device).manual_seed(seed)
-        out = self.model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k,
-                                  generator=generator)
+        config = SamplingConfig(temperature=temperature, top_k=top_k)
+        out = generate(self.model, idx, max_new_tokens, config, generator=generator,
+                       use_cache=False)
         return self.tokenizer.decode(out[0, len(ids):].tolist())
 
     # ---- the loop --------------------------------------------------------------------
@@ -410,7 +390,10 @@ class Trainer:
             "evaluations": self.evaluations,
             "config": self.config.to_dict(),
             "model_config": dataclasses.asdict(self.model_config),
-            "tokenizer": getattr(self.tokenizer, "state", None),
+            # llmlab's tokenizers save themselves; another one (say, from transformers)
+            # is not recorded, and load_trained then returns no tokenizer.
+            "tokenizer": (self.tokenizer.to_state()
+                          if hasattr(self.tokenizer, "to_state") else None),
         }
 
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path:
@@ -477,5 +460,5 @@ def load_trained(path: str | os.PathLike) -> tuple[GPT, Any]:
     state = torch.load(path, map_location="cpu", weights_only=False)
     model = GPT(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
-    tokenizer = tokenizer_from_state(state["tokenizer"]) if state["tokenizer"] else None
+    tokenizer = from_state(state["tokenizer"]) if state["tokenizer"] else None
     return model.eval(), tokenizer

@@ -158,10 +158,9 @@ def train_deepspeed(config: TrainConfig, stage: int) -> Path:
     import torch.distributed as dist
     from deepspeed.accelerator import get_accelerator
 
-    from llmlab.model import GPT
+    from llmlab.model import GPT, lm_loss
     from llmlab.runtime import seed_everything
     from llmlab.training.data import WindowSampler
-    from llmlab.training.objectives import causal_lm_loss
     from llmlab.training.optim import WarmupCosine, weight_decay_groups
     from llmlab.training.trainer import prepare_data
 
@@ -197,7 +196,7 @@ def train_deepspeed(config: TrainConfig, stage: int) -> Path:
         total = torch.zeros((), device=device)
         for _ in range(config.grad_accum_steps):
             x, y = sampler.sample(device)
-            loss = causal_lm_loss(engine(x), y)
+            loss = lm_loss(engine(x), y)
             engine.backward(loss)  # scales by 1 / grad_accum_steps itself
             engine.step()  # steps the optimizer only at an accumulation boundary
             total += loss.detach().float() / config.grad_accum_steps
@@ -230,8 +229,33 @@ def _full_weights(engine: Any, stage: int) -> dict[str, torch.Tensor]:
         return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
 
 
+def worker_log(config: TrainConfig, rank: int) -> Path:
+    """Where rank ``rank`` of :func:`run_deepspeed` writes everything it prints."""
+    return Path(config.out_dir) / f"deepspeed_rank{rank}.log"
+
+
+def _log_output_to(path: Path) -> None:
+    """Send this process's stdout and stderr, at the file-descriptor level, to ``path``.
+
+    A worker inherits the notebook kernel's descriptors, and the kernel shows whatever
+    arrives on them as the cell's output. DeepSpeed's collectives make torch print
+    FutureWarnings from each worker, and gloo logs from C++, where no Python warning filter
+    reaches: on the site build (``jupyter-book -W``) any stderr in a cell fails the build.
+    So the workers write to a log file instead; a worker's exception still reaches the
+    parent through ``mp.spawn``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+
+
 def _worker(rank: int, world_size: int, values: dict[str, Any], stages: list[int],
             port: int) -> None:
+    config = TrainConfig.from_dict(values)
+    _log_output_to(worker_log(config, rank))
     set_local_rank_environment(rank, world_size, port)
     os.environ["DS_ACCELERATOR"] = "cpu"  # before deepspeed is imported, even beside a GPU
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
@@ -239,7 +263,7 @@ def _worker(rank: int, world_size: int, values: dict[str, Any], stages: list[int
 
     try:
         for stage in stages:  # one process pays DeepSpeed's imports (seconds) once
-            train_deepspeed(TrainConfig.from_dict(values), stage)
+            train_deepspeed(config, stage)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -250,7 +274,8 @@ def run_deepspeed(config: TrainConfig, stages: int | list[int] = 2,
     """Train ``config`` with DeepSpeed ZeRO at each of ``stages`` (one after the other, in
     the same processes) on ``world_size`` CPU processes (gloo), as ``torchrun`` would,
     from a notebook or a test. Returns ``{stage: file}``: the final weights, losses and
-    per-rank memory that ``train_deepspeed`` writes for each stage."""
+    per-rank memory that ``train_deepspeed`` writes for each stage. What the workers print
+    goes to ``worker_log(config, rank)``, not to the notebook."""
     import torch.multiprocessing as mp
 
     stages = [stages] if isinstance(stages, int) else list(stages)
@@ -260,8 +285,13 @@ def run_deepspeed(config: TrainConfig, stages: int | list[int] = 2,
         deepspeed_config(config, stage, world_size)
     if config.device not in ("auto", "cpu"):
         raise ValueError(f"run_deepspeed runs on CPU processes; got device={config.device!r}")
-    mp.spawn(_worker, args=(world_size, config.to_dict(), stages, free_port()),
-             nprocs=world_size, join=True)
+    try:
+        mp.spawn(_worker, args=(world_size, config.to_dict(), stages, free_port()),
+                 nprocs=world_size, join=True)
+    except Exception as error:
+        logs = ", ".join(str(worker_log(config, rank)) for rank in range(world_size))
+        error.add_note(f"the workers' output is in {logs}")
+        raise
     return {stage: weights_file(config, stage) for stage in stages}
 
 

@@ -33,8 +33,9 @@ from typing import Any
 
 import torch
 
+from llmlab.attention import KVCache
 from llmlab.decoding import SamplingConfig, choose_next_token, process_logits
-from llmlab.model import GPT, KVCache, eval_mode
+from llmlab.model import GPT, eval_mode
 
 DEFAULT_TEMPERATURES = (0.3, 0.7, 1.0, 1.5, 2.5)
 DEFAULT_TOP_KS: tuple[int | None, ...] = (None, 50, 10, 1)
