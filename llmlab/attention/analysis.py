@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from llmlab.attention.core import _positive_int, _shape
+from llmlab.attention.core import positive_int, shape_of
 
 # ----------------------------------------------------------------------------- KV cache
 
@@ -32,7 +32,7 @@ def kv_cache_bytes_per_token(
     """
     for name, value in (("n_layers", n_layers), ("n_kv_heads", n_kv_heads),
                         ("head_dim", head_dim)):
-        _positive_int(name, value)
+        positive_int(name, value)
     if isinstance(dtype, str):
         resolved = getattr(torch, dtype, None)
         if not isinstance(resolved, torch.dtype):
@@ -51,12 +51,13 @@ def _check_attention_maps(attention: torch.Tensor) -> torch.Tensor:
     if not isinstance(attention, torch.Tensor) or attention.dim() < 2 or (
         attention.shape[-1] != attention.shape[-2]
     ):
-        got = _shape(attention) if isinstance(attention, torch.Tensor) else type(attention).__name__
+        got = (shape_of(attention) if isinstance(attention, torch.Tensor)
+               else type(attention).__name__)
         raise ValueError(
             "attention must be a tensor of weights (..., T, T), queries by keys (e.g. "
             f"GPT.attention_maps, (layers, batch, heads, T, T)); got {got}")
     if attention.shape[-1] < 2:
-        raise ValueError(f"attention must cover at least 2 positions; got {_shape(attention)}")
+        raise ValueError(f"attention must cover at least 2 positions; got {shape_of(attention)}")
     return attention.float() if not attention.is_floating_point() else attention
 
 
@@ -97,7 +98,7 @@ def induction_scores(attention: torch.Tensor, period: int, start: int = 0) -> to
     tensor(0.)
     """
     attention = _check_attention_maps(attention)
-    period = _positive_int("period", period)
+    period = positive_int("period", period)
     T = attention.shape[-1]
     if period < 2 or type(start) is not int or start < 0 or start + period >= T:
         raise ValueError(
@@ -120,8 +121,8 @@ def repeated_random_tokens(
     >>> ids.shape, torch.equal(ids[0, 1:5], ids[0, 5:9])
     (torch.Size([1, 9]), True)
     """
-    vocab_size, period = _positive_int("vocab_size", vocab_size), _positive_int("period", period)
-    repeats = _positive_int("repeats", repeats)
+    vocab_size, period = positive_int("vocab_size", vocab_size), positive_int("period", period)
+    repeats = positive_int("repeats", repeats)
     if not 0 <= low < vocab_size:
         raise ValueError(f"low must be in [0, vocab_size={vocab_size}); got {low}")
     generator = torch.Generator().manual_seed(seed)

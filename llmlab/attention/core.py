@@ -27,11 +27,11 @@ NEG_INF = float("-inf")
 # ----------------------------------------------------------------------------- checks
 
 
-def _shape(t: torch.Tensor) -> tuple[int, ...]:
+def shape_of(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(t.shape)
 
 
-def _check_qkv(
+def check_qkv(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, grouped_heads: bool = False
 ) -> None:
     """Fail early, naming the shapes, instead of deep inside a matmul."""
@@ -41,27 +41,28 @@ def _check_qkv(
         if t.dim() < 2 or not t.is_floating_point():
             raise ValueError(
                 f"{name} must be a floating-point tensor of shape (..., positions, dim); "
-                f"got shape {_shape(t)}, dtype {t.dtype}"
+                f"got shape {shape_of(t)}, dtype {t.dtype}"
             )
     if not q.dtype == k.dtype == v.dtype:
         raise ValueError(f"q, k, v must share a dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(
             "q and k must have the same last dimension (queries and keys are compared by a dot "
-            f"product); got q {_shape(q)} and k {_shape(k)}"
+            f"product); got q {shape_of(q)} and k {shape_of(k)}"
         )
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(
-            f"k and v must hold the same number of positions; got k {_shape(k)} and v {_shape(v)}"
+            f"k and v must hold the same number of positions; got k {shape_of(k)} and "
+            f"v {shape_of(v)}"
         )
     if k.shape[-2] == 0:
-        raise ValueError(f"k must hold at least one position; got k {_shape(k)}")
+        raise ValueError(f"k must hold at least one position; got k {shape_of(k)}")
     if grouped_heads and (
         q.dim() < 3 or k.dim() < 3 or k.shape[-3] != v.shape[-3] or q.shape[-3] % k.shape[-3]
     ):
         raise ValueError(
             "enable_gqa needs q (..., H, L, E) and k, v (..., H_kv, S, E) with H divisible "
-            f"by H_kv; got q {_shape(q)}, k {_shape(k)}, v {_shape(v)}"
+            f"by H_kv; got q {shape_of(q)}, k {shape_of(k)}, v {shape_of(v)}"
         )
     batch = slice(0, -3 if grouped_heads else -2)  # grouped heads are checked above
     try:
@@ -69,11 +70,11 @@ def _check_qkv(
     except RuntimeError:
         raise ValueError(
             "the leading (batch, heads) dimensions of q, k, v must broadcast; "
-            f"got q {_shape(q)}, k {_shape(k)}, v {_shape(v)}"
+            f"got q {shape_of(q)}, k {shape_of(k)}, v {shape_of(v)}"
         ) from None
 
 
-def _positive_int(name: str, value: object) -> int:
+def positive_int(name: str, value: object) -> int:
     if type(value) is not int or value < 1:
         raise ValueError(f"{name} must be a positive int; got {value!r}")
     return value
@@ -117,7 +118,7 @@ def as_additive_mask(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> 
     return mask.to(dtype)
 
 
-def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> None:
+def check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> None:
     if not isinstance(mask, torch.Tensor):
         raise ValueError(f"mask must be a torch.Tensor; got {type(mask).__name__}")
     if mask.dtype != torch.bool and not mask.is_floating_point():
@@ -132,7 +133,7 @@ def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> None:
     if not fits:
         raise ValueError(
             f"mask must broadcast to the scores' shape {tuple(scores_shape)} "
-            f"(..., queries, keys); got mask {_shape(mask)}"
+            f"(..., queries, keys); got mask {shape_of(mask)}"
         )
 
 
@@ -167,13 +168,13 @@ def scaled_dot_product_attention(
     >>> out                        # 0.1956 * 10 + 0.8044 * 20
     tensor([[18.0443]])
     """
-    _check_qkv(q, k, v, grouped_heads=enable_gqa)
+    check_qkv(q, k, v, grouped_heads=enable_gqa)
     if enable_gqa:
         group = q.shape[-3] // k.shape[-3]
         k, v = repeat_kv(k, group), repeat_kv(v, group)
     L, S = q.shape[-2], k.shape[-2]
     if mask is not None:
-        _check_mask(mask, torch.Size((*torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]), L, S)))
+        check_mask(mask, torch.Size((*torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]), L, S)))
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     # Softmax in at least float32: exp() of half-precision scores loses too much.
     work = torch.promote_types(q.dtype, torch.float32)
@@ -207,8 +208,8 @@ def causal_mask(
     >>> causal_mask(1, 3, offset=2).int()            # one new token sees the whole cache
     tensor([[1, 1, 1]], dtype=torch.int32)
     """
-    T = _positive_int("T", T)
-    S = T if S is None else _positive_int("S", S)
+    T = positive_int("T", T)
+    S = T if S is None else positive_int("S", S)
     return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=offset)
 
 
@@ -226,7 +227,7 @@ def sliding_window_mask(
             [0, 1, 1, 0],
             [0, 0, 1, 1]], dtype=torch.int32)
     """
-    window = _positive_int("window", window)
+    window = positive_int("window", window)
     return causal_mask(T, device=device) & ~causal_mask(T, offset=-window, device=device)
 
 
@@ -254,7 +255,7 @@ def padding_mask(
     if given.dim() != 1 or given.numel() == 0 or given.is_floating_point():
         raise ValueError(
             "padding_mask takes 1-D integer lengths (B,) or a 0/1 attention_mask (B, S); "
-            f"got shape {_shape(given)}, dtype {given.dtype}"
+            f"got shape {shape_of(given)}, dtype {given.dtype}"
         )
     longest = int(given.max())
     S = longest if max_len is None else max_len
@@ -274,11 +275,11 @@ def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
             [2., 3.],
             [4., 5.]])
     """
-    n_heads = _positive_int("n_heads", n_heads)
+    n_heads = positive_int("n_heads", n_heads)
     if x.dim() != 3 or x.shape[-1] % n_heads:
         raise ValueError(
             f"split_heads expects (B, T, n_heads * head_dim) with the last dimension divisible "
-            f"by n_heads={n_heads}; got shape {_shape(x)}"
+            f"by n_heads={n_heads}; got shape {shape_of(x)}"
         )
     B, T, C = x.shape
     return x.view(B, T, n_heads, C // n_heads).transpose(1, 2)
@@ -292,7 +293,7 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     True
     """
     if x.dim() != 4:
-        raise ValueError(f"merge_heads expects (B, heads, T, head_dim); got shape {_shape(x)}")
+        raise ValueError(f"merge_heads expects (B, heads, T, head_dim); got shape {shape_of(x)}")
     B, H, T, D = x.shape
     return x.transpose(1, 2).reshape(B, T, H * D)
 

@@ -21,9 +21,9 @@ import torch
 
 from llmlab.attention.core import (
     NEG_INF,
-    _check_qkv,
-    _positive_int,
     causal_mask,
+    check_qkv,
+    positive_int,
     scaled_dot_product_attention,
 )
 
@@ -90,10 +90,10 @@ def tiled_attention(
     >>> torch.allclose(tiled_attention(q, k, v, block_size=4), exact, atol=1e-6)
     True
     """
-    _check_qkv(q, k, v)
-    block_size = _positive_int("block_size", block_size)
+    check_qkv(q, k, v)
+    block_size = positive_int("block_size", block_size)
     q_block = block_size if query_block_size is None else query_block_size
-    q_block = _positive_int("query_block_size", q_block)
+    q_block = positive_int("query_block_size", q_block)
     L, S = q.shape[-2], k.shape[-2]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     work = torch.promote_types(q.dtype, torch.float32)
@@ -132,8 +132,8 @@ def random_feature_matrix(
     >>> w.shape, bool(abs(w[0] @ w[1]) < 1e-5)       # rows 0 and 1 share a block: orthogonal
     (torch.Size([8, 4]), True)
     """
-    n_features = _positive_int("n_features", n_features)
-    head_dim = _positive_int("head_dim", head_dim)
+    n_features = positive_int("n_features", n_features)
+    head_dim = positive_int("head_dim", head_dim)
     gen = torch.Generator().manual_seed(seed)
     if not orthogonal:
         return torch.randn(n_features, head_dim, generator=gen)
@@ -196,7 +196,7 @@ def performer_attention(
     >>> bool(error < 0.1)
     True
     """
-    _check_qkv(q, k, v)
+    check_qkv(q, k, v)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     if not scale > 0:
         raise ValueError(f"performer_attention needs scale > 0; got {scale}")

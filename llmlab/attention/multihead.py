@@ -24,12 +24,12 @@ from torch import nn
 
 from llmlab.attention.core import (
     NEG_INF,
-    _check_mask,
-    _positive_int,
-    _shape,
     as_additive_mask,
     causal_mask,
+    check_mask,
+    positive_int,
     repeat_kv,
+    shape_of,
 )
 from llmlab.attention.positions import alibi_bias, apply_rotary, rotary_cos_sin
 
@@ -190,9 +190,9 @@ class MultiHeadAttention(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        d_model, n_heads = _positive_int("d_model", d_model), _positive_int("n_heads", n_heads)
-        n_kv_heads = n_heads if n_kv_heads is None else _positive_int("n_kv_heads", n_kv_heads)
-        kv_dim = d_model if kv_dim is None else _positive_int("kv_dim", kv_dim)
+        d_model, n_heads = positive_int("d_model", d_model), positive_int("n_heads", n_heads)
+        n_kv_heads = n_heads if n_kv_heads is None else positive_int("n_kv_heads", n_kv_heads)
+        kv_dim = d_model if kv_dim is None else positive_int("kv_dim", kv_dim)
         if head_dim is None:
             if d_model % n_heads:
                 raise ValueError(
@@ -200,7 +200,7 @@ class MultiHeadAttention(nn.Module):
                     f"got d_model={d_model}, n_heads={n_heads}"
                 )
             head_dim = d_model // n_heads
-        head_dim = _positive_int("head_dim", head_dim)
+        head_dim = positive_int("head_dim", head_dim)
         if n_heads % n_kv_heads:
             raise ValueError(
                 "n_heads must be divisible by n_kv_heads (each key/value head serves a whole "
@@ -265,7 +265,7 @@ class MultiHeadAttention(nn.Module):
             k, v = cache.update(layer, k, v)
         T, S, given = x.shape[1], k.shape[-2], mask is not None
         if given:
-            _check_mask(mask, torch.Size((x.shape[0], self.n_heads, T, S)))
+            check_mask(mask, torch.Size((x.shape[0], self.n_heads, T, S)))
         if is_causal:
             causal = causal_mask(T, S, offset=offset, device=x.device)
             if mask is None or mask.dtype == torch.bool:
@@ -329,12 +329,12 @@ class MultiHeadAttention(nn.Module):
 
     def _check_inputs(self, x: torch.Tensor, source: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.d_model:
-            got = _shape(x) if isinstance(x, torch.Tensor) else type(x).__name__
+            got = shape_of(x) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must be (B, T, d_model={self.d_model}); got {got}")
         if not isinstance(source, torch.Tensor) or source.dim() != 3 or (
             source.shape[-1] != self.kv_dim or source.shape[0] != x.shape[0]
         ):
-            got = _shape(source) if isinstance(source, torch.Tensor) else type(source).__name__
+            got = shape_of(source) if isinstance(source, torch.Tensor) else type(source).__name__
             raise ValueError(
                 f"context must be (B={x.shape[0]}, S, kv_dim={self.kv_dim}); got {got}"
             )

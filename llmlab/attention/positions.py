@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from llmlab.attention.core import _positive_int
+from llmlab.attention.core import positive_int
 
 # ----------------------------------------------------------------------------- added to embeddings
 
@@ -96,7 +96,7 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
     >>> alibi_slopes(3)                 # 2 heads' slopes, then the first of the 4-head rule
     tensor([0.0625, 0.0039, 0.2500])
     """
-    n_heads = _positive_int("n_heads", n_heads)
+    n_heads = positive_int("n_heads", n_heads)
 
     def geometric(n: int) -> list[float]:
         start = 2.0 ** (-8.0 / n)
@@ -123,7 +123,7 @@ def alibi_bias(n_heads: int, T: int, S: int | None = None, *, offset: int = 0) -
     >>> torch.equal(alibi_bias(2, 1, 3, offset=2), alibi_bias(2, 3)[:, 2:])  # the last query
     True
     """
-    T = _positive_int("T", T)
-    S = T if S is None else _positive_int("S", S)
+    T = positive_int("T", T)
+    S = T if S is None else positive_int("S", S)
     distance = (torch.arange(offset, offset + T)[:, None] - torch.arange(S)[None, :]).abs()
     return alibi_slopes(n_heads)[:, None, None] * -distance

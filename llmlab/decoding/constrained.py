@@ -12,7 +12,7 @@ from typing import Any
 import regex
 import torch
 
-from llmlab.decoding.loop import Stepper, _check_model_inputs
+from llmlab.decoding.loop import Stepper, check_model_inputs
 from llmlab.decoding.processors import NEG_INF, SamplingConfig, process_logits
 from llmlab.model import GPT, eval_mode
 
@@ -120,7 +120,7 @@ def constrained_generate(
                          f"got {len(strings)}")
     constraint = RegexConstraint(pattern, strings, eos_token_id)
     ids = torch.tensor([list(tokenizer.encode(prompt))])
-    _check_model_inputs(model, ids, max_new_tokens)
+    check_model_inputs(model, ids, max_new_tokens)
     stepper = Stepper(model, 1, ids.shape[1] + max_new_tokens)
     text = ""
     with eval_mode(model):

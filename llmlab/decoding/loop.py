@@ -27,7 +27,7 @@ from llmlab.model import GPT, eval_mode
 # ----------------------------------------------------------------------------- generation loops
 
 
-def _check_model_inputs(model: GPT, input_ids: torch.Tensor, max_new_tokens: int) -> None:
+def check_model_inputs(model: GPT, input_ids: torch.Tensor, max_new_tokens: int) -> None:
     if not isinstance(model, GPT):
         raise ValueError(f"model must be an llmlab.model.GPT (use GPT.from_hf for a transformers "
                          f"model); got {type(model).__name__}")
@@ -100,7 +100,7 @@ def iter_next_tokens(
     recomputes the last ``context_length`` tokens, which is what the cache saves (and what
     lets generation run on past the context).
     """
-    _check_model_inputs(model, input_ids, max_new_tokens)
+    check_model_inputs(model, input_ids, max_new_tokens)
     config = config or SamplingConfig(greedy=True)
     B, T = input_ids.shape
     if use_cache and T + max_new_tokens > model.config.context_length:

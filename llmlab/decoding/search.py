@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from llmlab.attention import KVCache
-from llmlab.decoding.loop import _check_model_inputs
+from llmlab.decoding.loop import check_model_inputs
 from llmlab.model import GPT, eval_mode
 
 # ----------------------------------------------------------------------------- beam search
@@ -75,7 +75,7 @@ def beam_search(
 
     Returns the finished hypotheses, best first.
     """
-    _check_model_inputs(model, input_ids, max_new_tokens)
+    check_model_inputs(model, input_ids, max_new_tokens)
     if input_ids.shape[0] != 1:
         raise ValueError(f"beam_search takes one prompt, input_ids (1, T); got batch "
                          f"{input_ids.shape[0]}")
@@ -149,7 +149,7 @@ def contrastive_search(
     said are penalised, which avoids greedy decoding's loops without sampling's
     randomness. ``penalty_alpha = 0`` is greedy decoding.
     """
-    _check_model_inputs(model, input_ids, max_new_tokens)
+    check_model_inputs(model, input_ids, max_new_tokens)
     if input_ids.shape[0] != 1:
         raise ValueError(f"contrastive_search takes one prompt (1, T); got batch "
                          f"{input_ids.shape[0]}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from llmlab.attention import KVCache
-from llmlab.decoding.loop import _check_model_inputs
+from llmlab.decoding.loop import check_model_inputs
 from llmlab.decoding.processors import SamplingConfig, process_logits
 from llmlab.model import GPT, eval_mode
 
@@ -75,8 +75,8 @@ def speculative_generate(
     rejected one is replaced by a sample from ``max(0, p - q)`` renormalised, which makes
     every output token distributed exactly as the target alone would sample it.
     """
-    _check_model_inputs(target, input_ids, max_new_tokens)
-    _check_model_inputs(draft, input_ids, max_new_tokens)
+    check_model_inputs(target, input_ids, max_new_tokens)
+    check_model_inputs(draft, input_ids, max_new_tokens)
     if input_ids.shape[0] != 1:
         raise ValueError(f"speculative_generate takes one prompt (1, T); got batch "
                          f"{input_ids.shape[0]}")

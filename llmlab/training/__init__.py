@@ -1,7 +1,8 @@
 """Pretraining a GPT, from scratch and the production way (chapter 04).
 
-- ``llmlab.training.cleaning``: normalisation, exact and MinHash/LSH near deduplication,
-  Gopher/C4-style quality filters, a seeded web-crawl mix to score them on
+- ``llmlab.training.cleaning``: normalisation, exact deduplication, Gopher/C4-style
+  quality filters, a seeded web-crawl mix to score them on
+- ``llmlab.training.near_dedup``: near-duplicate detection: shingles, MinHash, LSH
 - ``llmlab.training.data``: token files, memory maps, random-window batches
 - ``llmlab.training.objectives``: cross-entropy from scratch (the loss itself is
   ``llmlab.model.lm_loss``), masked-LM inputs and span corruption
@@ -24,11 +25,8 @@ from llmlab.training.cleaning import (
     content_hash,
     exact_dedup,
     make_web_crawl,
-    minhash_signatures,
-    near_duplicates,
     normalize,
     quality_filter,
-    shingle_hashes,
     split_paragraphs,
 )
 from llmlab.training.config import (
@@ -63,6 +61,7 @@ from llmlab.training.mlm import (
     tiny_bert_config,
     train_masked_lm,
 )
+from llmlab.training.near_dedup import minhash_signatures, near_duplicates, shingle_hashes
 from llmlab.training.objectives import (
     cross_entropy,
     mask_tokens,

@@ -10,7 +10,7 @@ import torch
 from llmlab.course.checks import CheckFailed
 
 
-def _pair(got: Any, what: str, names: str) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_of(got: Any, what: str, names: str) -> tuple[torch.Tensor, torch.Tensor]:
     if not (isinstance(got, (tuple, list)) and len(got) == 2
             and all(isinstance(t, torch.Tensor) for t in got)):
         raise CheckFailed(f"{what} returned {type(got).__name__}, expected a tuple of two "
@@ -18,15 +18,15 @@ def _pair(got: Any, what: str, names: str) -> tuple[torch.Tensor, torch.Tensor]:
     return got[0], got[1]
 
 
-def _gen(seed: int) -> torch.Generator:
+def rng(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _randn(seed: int, *shape: int, scale: float = 1.0) -> torch.Tensor:
-    return scale * torch.randn(*shape, generator=_gen(seed))
+def noise(seed: int, *shape: int, scale: float = 1.0) -> torch.Tensor:
+    return scale * torch.randn(*shape, generator=rng(seed))
 
 
-def _as_float(got: Any, what: str) -> float:
+def as_number(got: Any, what: str) -> float:
     if isinstance(got, torch.Tensor) and got.numel() == 1:
         return float(got)
     if isinstance(got, (int, float)) and not isinstance(got, bool):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from llmlab.course.checks import CheckFailed, exercise, expect_close, expect_shape, require_callable
 from llmlab.course.checks import call_learner as _call
-from llmlab.course.exercises.ch04._common import _gen, _pair, _randn
+from llmlab.course.exercises.ch04._common import noise, pair_of, rng
 from llmlab.training import objectives
 
 # --------------------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def _batch_cases() -> list[tuple[str, torch.Tensor, int, int, int]]:
          3, 11, 3),
         ("block_size = len(data) - 2: only starts 0 and 1 fit", torch.arange(12), 64, 10, 5),
         ("real token ids (with repeats), batch_size=4, block_size=6",
-         torch.randint(65, (40,), generator=_gen(4)), 4, 6, 4),
+         torch.randint(65, (40,), generator=rng(4)), 4, 6, 4),
     ]
 
 
@@ -130,9 +130,9 @@ def check_get_batch(answer) -> None:
     require_callable(answer, "get_batch")
     for what, data, batch_size, block_size, seed in _batch_cases():
         call = f"get_batch for {what}"
-        x, y = _pair(_call(answer, call, data.clone(), batch_size, block_size, _gen(seed)),
+        x, y = pair_of(_call(answer, call, data.clone(), batch_size, block_size, rng(seed)),
                      call, "x, y")
-        expected_x, expected_y = reference_get_batch(data, batch_size, block_size, _gen(seed))
+        expected_x, expected_y = reference_get_batch(data, batch_size, block_size, rng(seed))
         for name, got in (("x", x), ("y", y)):
             expect_shape(got, expected_x.shape, f"{call}: {name}")
             if got.dtype != data.dtype:
@@ -161,12 +161,12 @@ def check_get_batch(answer) -> None:
                                   f"{last_start}: torch.randint(len(data) - block_size, ...) "
                                   "(randint's upper bound is exclusive).")
         if not (torch.equal(x, expected_x) and torch.equal(y, expected_y)):
-            again = _call(answer, call, data.clone(), batch_size, block_size, _gen(seed))
+            again = _call(answer, call, data.clone(), batch_size, block_size, rng(seed))
             if isinstance(again, (tuple, list)) and not torch.equal(again[0], x):
                 hint = ("Two calls with generators seeded alike gave different batches: pass "
                         "generator=generator to torch.randint.")
             elif torch.equal(x, _batch_misses_last_window(data, batch_size, block_size,
-                                                           _gen(seed))[0]):
+                                                           rng(seed))[0]):
                 hint = ("The starts are drawn from 0..len(data) - block_size - 2: randint's "
                         "upper bound is exclusive, so torch.randint(len(data) - block_size, "
                         "...) already reaches the last window.")
@@ -176,10 +176,10 @@ def check_get_batch(answer) -> None:
             raise CheckFailed(
                 f"{call}: the windows are valid but not the ones expected with this generator "
                 f"(x[0] = {x[0].tolist()}, expected {expected_x[0].tolist()}). {hint}")
-    x1, _ = _pair(_call(answer, "get_batch twice with the same seed", torch.arange(1000), 4, 8,
-                        _gen(7)), "get_batch", "x, y")
-    x2, _ = _pair(_call(answer, "get_batch twice with the same seed", torch.arange(1000), 4, 8,
-                        _gen(7)), "get_batch", "x, y")
+    x1, _ = pair_of(_call(answer, "get_batch twice with the same seed", torch.arange(1000), 4, 8,
+                        rng(7)), "get_batch", "x, y")
+    x2, _ = pair_of(_call(answer, "get_batch twice with the same seed", torch.arange(1000), 4, 8,
+                        rng(7)), "get_batch", "x, y")
     if not torch.equal(x1, x2):
         raise CheckFailed("get_batch twice with generators seeded alike gave different batches: "
                           "pass generator=generator to torch.randint.")
@@ -190,26 +190,26 @@ def check_get_batch(answer) -> None:
 
 
 def _ce_cases() -> list[tuple[str, torch.Tensor, torch.Tensor, int]]:
-    mixed_targets = torch.randint(10, (16,), generator=_gen(12))
+    mixed_targets = torch.randint(10, (16,), generator=rng(12))
     mixed_targets[::3] = -100
-    pad_targets = torch.randint(1, 7, (9,), generator=_gen(14))
+    pad_targets = torch.randint(1, 7, (9,), generator=rng(14))
     pad_targets[-4:] = 0
     return [
         ("logits [[2, 0, -1]], target 0", torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([0]),
          -100),
-        ("8 rows of random logits over 5 classes", _randn(10, 8, 5), torch.randint(
-            5, (8,), generator=_gen(11)), -100),
+        ("8 rows of random logits over 5 classes", noise(10, 8, 5), torch.randint(
+            5, (8,), generator=rng(11)), -100),
         ("uniform logits (the loss is ln(vocab))", torch.zeros(4, 65),
          torch.arange(4), -100),
         ("extreme logits (+-1000: exp overflows float32)",
          torch.tensor([[1000.0, 0.0, -1000.0], [0.0, 1000.0, 999.0], [-1000.0, -1000.0, 0.0]]),
          torch.tensor([0, 2, 1]), -100),
-        ("large random logits (x 200)", _randn(13, 6, 50, scale=200.0),
-         torch.randint(50, (6,), generator=_gen(13)), -100),
-        ("every third target is -100 (ignored)", _randn(12, 16, 10), mixed_targets, -100),
-        ("one row only, not ignored among ignored ones", _randn(15, 3, 4),
+        ("large random logits (x 200)", noise(13, 6, 50, scale=200.0),
+         torch.randint(50, (6,), generator=rng(13)), -100),
+        ("every third target is -100 (ignored)", noise(12, 16, 10), mixed_targets, -100),
+        ("one row only, not ignored among ignored ones", noise(15, 3, 4),
          torch.tensor([-100, 2, -100]), -100),
-        ("ignore_index=0 (padding id 0)", _randn(14, 9, 7), pad_targets, 0),
+        ("ignore_index=0 (padding id 0)", noise(14, 9, 7), pad_targets, 0),
     ]
 
 
@@ -241,7 +241,7 @@ def check_cross_entropy(answer) -> None:
             hint = ("exp() of large logits overflows to inf. Subtract each row's maximum m "
                     "first: logsumexp(z) = m + log(sum(exp(z - m))).")
         expect_close(got, expected, call, atol=1e-4, hint=hint)
-    logits = _randn(16, 5, 8).requires_grad_()
+    logits = noise(16, 5, 8).requires_grad_()
     targets = torch.tensor([1, -100, 7, 0, 3])
     loss = _call(answer, "cross_entropy(...).backward()", logits, targets)
     if not (isinstance(loss, torch.Tensor) and loss.requires_grad):

@@ -13,7 +13,7 @@ from torch import nn
 
 from llmlab.course.checks import CheckFailed, exercise, expect_close, require_callable
 from llmlab.course.checks import call_learner as _call
-from llmlab.course.exercises.ch04._common import _as_float, _randn
+from llmlab.course.exercises.ch04._common import as_number, noise
 from llmlab.training import optim
 
 # --------------------------------------------------------------------------------------------
@@ -185,19 +185,19 @@ def _clip_divides_by_zero(parameters, max_norm):  # no guard: 0 / 0 = NaN on zer
 
 
 def _adam_cases() -> list[tuple[str, torch.Tensor, list[torch.Tensor], dict[str, Any]]]:
-    grads = [_randn(20 + i, 3, 4) for i in range(6)]
+    grads = [noise(20 + i, 3, 4) for i in range(6)]
     return [
-        ("no weight decay, 6 steps of random gradients", _randn(19, 3, 4), grads,
+        ("no weight decay, 6 steps of random gradients", noise(19, 3, 4), grads,
          dict(lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)),
-        ("weight_decay=0.1, lr=0.05, betas=(0.8, 0.95)", _randn(26, 3, 4), grads,
+        ("weight_decay=0.1, lr=0.05, betas=(0.8, 0.95)", noise(26, 3, 4), grads,
          dict(lr=0.05, betas=(0.8, 0.95), eps=1e-8, weight_decay=0.1)),
-        ("weight_decay=0.5 on large weights (x 10)", _randn(27, 5, scale=10.0),
-         [_randn(28 + i, 5, scale=0.1) for i in range(5)],
+        ("weight_decay=0.5 on large weights (x 10)", noise(27, 5, scale=10.0),
+         [noise(28 + i, 5, scale=0.1) for i in range(5)],
          dict(lr=0.02, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.5)),
-        ("zero gradients (only the decay moves the weights)", _randn(33, 4),
+        ("zero gradients (only the decay moves the weights)", noise(33, 4),
          [torch.zeros(4)] * 4, dict(lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.2)),
-        ("tiny gradients (1e-6): eps matters", _randn(34, 6),
-         [_randn(35 + i, 6, scale=1e-6) for i in range(4)],
+        ("tiny gradients (1e-6): eps matters", noise(34, 6),
+         [noise(35 + i, 6, scale=1e-6) for i in range(4)],
          dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)),
         ("a scalar parameter, one step", torch.tensor(2.0), [torch.tensor(-3.0)],
          dict(lr=0.5, betas=(0.9, 0.99), eps=1e-6, weight_decay=0.1)),
@@ -287,7 +287,7 @@ def check_lr_at(answer) -> None:
         for step in range(total + 6):  # a few steps past the end too
             args = (step, max_lr, min_lr, warmup, total)
             call = f"lr_at(step={step}, ...) for {what}"
-            got = _as_float(_call(answer, call, *args), call)
+            got = as_number(_call(answer, call, *args), call)
             expected = reference_lr_at(*args)
             if math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-15):
                 continue
@@ -318,16 +318,16 @@ def _clip_cases() -> list[tuple[str, list[torch.Tensor | None], float, bool]]:
     return [
         ("gradients (3,) and (4,), max_norm=1 (the worked example)",
          [torch.tensor([3.0]), torch.tensor([4.0])], 1.0, False),
-        ("a norm below max_norm (nothing changes)", [_randn(40, 3, 4, scale=0.1),
-                                                     _randn(41, 5, scale=0.1)], 10.0, False),
+        ("a norm below max_norm (nothing changes)", [noise(40, 3, 4, scale=0.1),
+                                                     noise(41, 5, scale=0.1)], 10.0, False),
         ("one large and one small gradient: one factor for both",
-         [_randn(42, 8, 8, scale=5.0), _randn(43, 8, scale=0.01)], 1.0, False),
+         [noise(42, 8, 8, scale=5.0), noise(43, 8, scale=0.01)], 1.0, False),
         ("a parameter without a gradient (grad is None)",
-         [_randn(44, 4, 4), None, _randn(45, 4)], 0.5, False),
+         [noise(44, 4, 4), None, noise(45, 4)], 0.5, False),
         ("all gradients zero", [torch.zeros(3, 3), torch.zeros(3)], 1.0, False),
-        ("a single tensor", [_randn(46, 10, scale=3.0)], 2.0, False),
+        ("a single tensor", [noise(46, 10, scale=3.0)], 2.0, False),
         ("the parameters given as a generator, as model.parameters() is",
-         [_randn(47, 6, 6), _randn(48, 6)], 0.25, True),
+         [noise(47, 6, 6), noise(48, 6)], 0.25, True),
     ]
 
 
@@ -389,7 +389,7 @@ def check_clip_grad_norm(answer) -> None:
             expect_close(a.grad, b.grad, f"{call}: the gradient of parameter {index} after "
                          "clipping, compared with torch.nn.utils.clip_grad_norm_", atol=1e-6,
                          hint=hint)
-        got = _as_float(got_norm, call)
+        got = as_number(got_norm, call)
         if not math.isclose(got, float(expected_norm), rel_tol=1e-5, abs_tol=1e-7):
             raise CheckFailed(f"{call}: returned norm {got:.6g}, expected "
                               f"{float(expected_norm):.6g} (the total norm before clipping). "

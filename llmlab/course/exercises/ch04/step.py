@@ -16,7 +16,7 @@ from torch import nn
 
 from llmlab.course.checks import CheckFailed, exercise, expect_close, require_callable
 from llmlab.course.checks import call_learner as _call
-from llmlab.course.exercises.ch04._common import _gen
+from llmlab.course.exercises.ch04._common import rng
 from llmlab.model import GPT, ModelConfig, lm_loss
 from llmlab.training import objectives, optim
 
@@ -208,7 +208,7 @@ def _step_model(seed: int) -> GPT:
 
 
 def _step_batch(seed: int, padded: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    tokens = torch.randint(_STEP_VOCAB, (3, 9), generator=_gen(seed))
+    tokens = torch.randint(_STEP_VOCAB, (3, 9), generator=rng(seed))
     inputs, targets = tokens[:, :-1].contiguous(), tokens[:, 1:].clone()
     if padded:
         targets[0, 5:] = -100

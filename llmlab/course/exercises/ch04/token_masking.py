@@ -10,7 +10,7 @@ import torch
 
 from llmlab.course.checks import CheckFailed, exercise, expect_shape, require_callable
 from llmlab.course.checks import call_learner as _call
-from llmlab.course.exercises.ch04._common import _gen, _pair
+from llmlab.course.exercises.ch04._common import pair_of, rng
 from llmlab.training import objectives
 
 # --------------------------------------------------------------------------------------------
@@ -91,9 +91,9 @@ _VOCAB = 1000
 
 def _mlm_batch(seed: int, rows: int, length: int) -> torch.Tensor:
     """Rows ``[CLS] words... [SEP] [PAD]...``, with different amounts of padding."""
-    ids = torch.randint(4, _VOCAB, (rows, length), generator=_gen(seed))
+    ids = torch.randint(4, _VOCAB, (rows, length), generator=rng(seed))
     ids[:, 0] = CLS
-    lengths = torch.randint(length // 2, length, (rows,), generator=_gen(seed + 1))
+    lengths = torch.randint(length // 2, length, (rows,), generator=rng(seed + 1))
     for row, n in enumerate(lengths.tolist()):
         ids[row, n] = SEP
         ids[row, n + 1:] = PAD
@@ -133,7 +133,7 @@ def check_mask_tokens(answer) -> None:
     specials = (PAD, CLS, SEP)
     small = torch.tensor([[CLS, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, SEP]])
     call = "mask_tokens on one sequence [CLS] 10..19 [SEP], mlm_probability=0.5"
-    inputs, labels = _pair(_call(answer, call, small.clone(), _VOCAB, MASK, _gen(0), 0.5,
+    inputs, labels = pair_of(_call(answer, call, small.clone(), _VOCAB, MASK, rng(0), 0.5,
                                  special_ids=specials), call, "inputs, labels")
     _masking_invariants(small, inputs, labels, call, specials)
 
@@ -141,7 +141,7 @@ def check_mask_tokens(answer) -> None:
         ids = _mlm_batch(50 + seed, 200, 256)
         call = (f"mask_tokens on a batch of 200 x 256 tokens with [CLS]/[SEP]/[PAD], "
                 f"mlm_probability={probability}")
-        inputs, labels = _pair(_call(answer, call, ids.clone(), _VOCAB, MASK, _gen(seed),
+        inputs, labels = pair_of(_call(answer, call, ids.clone(), _VOCAB, MASK, rng(seed),
                                      probability, special_ids=specials), call, "inputs, labels")
         _masking_invariants(ids, inputs, labels, call, specials)
         eligible = ~torch.isin(ids, torch.tensor(specials))
@@ -170,11 +170,11 @@ def check_mask_tokens(answer) -> None:
                               "(torch.where, .clone()).")
 
     ids = _mlm_batch(60, 8, 64)
-    first = _pair(_call(answer, "mask_tokens with seed 5", ids.clone(), _VOCAB, MASK, _gen(5),
+    first = pair_of(_call(answer, "mask_tokens with seed 5", ids.clone(), _VOCAB, MASK, rng(5),
                         special_ids=specials), "mask_tokens", "inputs, labels")
-    again = _pair(_call(answer, "mask_tokens with seed 5 again", ids.clone(), _VOCAB, MASK,
-                        _gen(5), special_ids=specials), "mask_tokens", "inputs, labels")
-    other = _pair(_call(answer, "mask_tokens with seed 6", ids.clone(), _VOCAB, MASK, _gen(6),
+    again = pair_of(_call(answer, "mask_tokens with seed 5 again", ids.clone(), _VOCAB, MASK,
+                        rng(5), special_ids=specials), "mask_tokens", "inputs, labels")
+    other = pair_of(_call(answer, "mask_tokens with seed 6", ids.clone(), _VOCAB, MASK, rng(6),
                         special_ids=specials), "mask_tokens", "inputs, labels")
     if not (torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])):
         raise CheckFailed("mask_tokens twice with generators seeded alike gave different "

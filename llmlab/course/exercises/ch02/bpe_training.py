@@ -1,21 +1,10 @@
-"""Chapter 02 (tokenization) exercises: byte-level BPE in six small functions, checked against
-llmlab.tokenization.
-
-The learner's functions work on token ids: ids 0..255 are the single bytes, and the i-th
-merge creates id ``256 + i``. A merge list is therefore a list of id pairs,
-``[(116, 104), (256, 101), ...]`` ("t"+"h" becomes 256, then 256+"e" becomes 257). The checks
-turn those pairs into llmlab's byte merges to compare with ``learn_merges`` and
-``Tokenizer``.
-
-Each check runs several cases, including awkward ones (empty input, repeated ids, emoji,
-ties, overlapping special tokens), says which case failed with the expected and the actual
-value, and names the classic mistake when the answer matches one.
-"""
+"""Chapter 02 exercises 1 to 3: counting adjacent pairs (``count_pairs``), one merge
+(``merge``) and the BPE training loop (``train``), checked against llmlab.tokenization's
+``get_pair_counts``, ``merge_pair`` and ``learn_merges``."""
 
 from __future__ import annotations
 
 import functools
-import re
 from collections import Counter
 from collections.abc import Sequence
 from itertools import pairwise
@@ -24,8 +13,13 @@ from typing import Any
 from llmlab import tokenization
 from llmlab.course.checks import CheckFailed, exercise, require_callable
 from llmlab.course.checks import call_learner as _call
-
-Pair = tuple[int, int]
+from llmlab.course.exercises.ch02._common import (
+    Pair,
+    as_ids,
+    byte_merges,
+    short,
+    vocab_from_merges,
+)
 
 # --------------------------------------------------------------------------------------------
 # References: the learner's functions, implemented with llmlab.tokenization
@@ -47,33 +41,6 @@ def reference_merge(ids: Sequence[int], pair: Pair, new_id: int) -> list[int]:
     [256, 97]
     """
     return tokenization.merge_pair(list(ids), tuple(pair), new_id)
-
-
-def vocab_from_merges(merges: Sequence[Pair]) -> dict[int, bytes]:
-    """The bytes behind every id: 256 single bytes, then one entry per merge.
-
-    >>> vocab = vocab_from_merges([(104, 105), (256, 33)])
-    >>> vocab[104], vocab[256], vocab[257], len(vocab)
-    (b'h', b'hi', b'hi!', 258)
-    """
-    vocab = tokenization.initial_vocab()
-    for rank, (left, right) in enumerate(merges):
-        for token_id in (left, right):
-            if token_id not in vocab:
-                raise ValueError(f"merge {rank} ({left}, {right}) uses id {token_id}, which "
-                                 f"does not exist yet (ids 0..{len(vocab) - 1} do)")
-        vocab[256 + rank] = vocab[left] + vocab[right]
-    return vocab
-
-
-def byte_merges(merges: Sequence[Pair]) -> list[tuple[bytes, bytes]]:
-    """Id merges in llmlab's format (pairs of byte strings), for ``Tokenizer``.
-
-    >>> byte_merges([(104, 105), (256, 33)])
-    [(b'h', b'i'), (b'hi', b'!')]
-    """
-    vocab = vocab_from_merges(merges)
-    return [(vocab[left], vocab[right]) for left, right in merges]
 
 
 def reference_train(text: str, vocab_size: int) -> list[Pair]:
@@ -105,37 +72,6 @@ def reference_train(text: str, vocab_size: int) -> list[Pair]:
         merges.append(best)
         words = [tokenization.merge_pair(word, best, new_id) for word in words]
     return merges
-
-
-def reference_encode(text: str, merges: Sequence[Pair]) -> list[int]:
-    """Token ids of ``text``: each GPT-2 pre-token's bytes, merged lowest rank first.
-
-    >>> reference_encode("hi hi!", [(104, 105), (32, 256)])
-    [256, 257, 33]
-    """
-    table = {tuple(pair): (rank, 256 + rank) for rank, pair in enumerate(merges)}
-    ids: list[int] = []
-    for pretoken in tokenization.pretokenize(text):
-        ids.extend(tokenization.apply_merges(list(pretoken.encode("utf-8")), table))
-    return ids
-
-
-def reference_decode(ids: Sequence[int], vocab: dict[int, bytes]) -> str:
-    """The text behind ``ids``; invalid UTF-8 becomes U+FFFD.
-
-    >>> reference_decode([104, 0xE2, 0x82, 0xAC], vocab_from_merges([]))
-    'h€'
-    """
-    return tokenization.Tokenizer(vocab, []).decode(list(ids))
-
-
-def reference_split_special(text: str, special_tokens: Sequence[str]) -> list[str]:
-    """``text`` cut into ordinary pieces and whole special tokens (longest first).
-
-    >>> reference_split_special("a<|eot|><|eot|>b", ["<|eot|>"])
-    ['a', '<|eot|>', '<|eot|>', 'b']
-    """
-    return tokenization.split_on_special_tokens(text, list(special_tokens), keep=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,89 +179,8 @@ def _train_ignores_word_counts(text, vocab_size):
     return _train_loop(text, vocab_size, weighted=False)
 
 
-def _encode_without_pretokens(text, merges):
-    table = {tuple(pair): (rank, 256 + rank) for rank, pair in enumerate(merges)}
-    return tokenization.apply_merges(list(text.encode("utf-8")), table)
-
-
-def _encode_leftmost_pair_first(text, merges):  # merges the first known pair in the text
-    ranks = {tuple(pair): rank for rank, pair in enumerate(merges)}
-    out = []
-    for pretoken in tokenization.pretokenize(text):
-        ids = list(pretoken.encode("utf-8"))
-        while True:
-            known = [pair for pair in pairwise(ids) if pair in ranks]
-            if not known:
-                break
-            ids = reference_merge(ids, known[0], 256 + ranks[known[0]])
-        out.extend(ids)
-    return out
-
-
-def _encode_latest_merge_first(text, merges):  # max instead of min over the ranks
-    ranks = {tuple(pair): rank for rank, pair in enumerate(merges)}
-    out = []
-    for pretoken in tokenization.pretokenize(text):
-        ids = list(pretoken.encode("utf-8"))
-        while True:
-            known = [pair for pair in pairwise(ids) if pair in ranks]
-            if not known:
-                break
-            best = max(known, key=ranks.get)
-            ids = reference_merge(ids, best, 256 + ranks[best])
-        out.extend(ids)
-    return out
-
-
-def _decode_token_by_token(ids, vocab):  # each token decoded on its own
-    return "".join(vocab[i].decode("utf-8", errors="replace") for i in ids)
-
-
-def _decode_strict(ids, vocab):
-    return b"".join(vocab[i] for i in ids).decode("utf-8")
-
-
-def _decode_ignoring_errors(ids, vocab):
-    return b"".join(vocab[i] for i in ids).decode("utf-8", errors="ignore")
-
-
-def _decode_latin1(ids, vocab):
-    return b"".join(vocab[i] for i in ids).decode("latin-1")
-
-
-def _split_unescaped(text, special_tokens):  # "|" is a regex operator
-    if not special_tokens:
-        return [text] if text else []
-    pattern = "(" + "|".join(sorted(special_tokens, key=len, reverse=True)) + ")"
-    return [piece for piece in re.split(pattern, text) if piece]
-
-
-def _split_in_given_order(text, special_tokens):  # the first listed wins, not the longest
-    if not special_tokens:
-        return [text] if text else []
-    pattern = "(" + "|".join(map(re.escape, special_tokens)) + ")"
-    return [piece for piece in re.split(pattern, text) if piece]
-
-
-def _split_drops_specials(text, special_tokens):
-    return tokenization.split_on_special_tokens(text, list(special_tokens))
-
-
-def _split_keeps_empty_pieces(text, special_tokens):
-    if not special_tokens:
-        return [text]
-    longest_first = sorted(special_tokens, key=len, reverse=True)
-    return re.split("(" + "|".join(map(re.escape, longest_first)) + ")", text)
-
-
 # --------------------------------------------------------------------------------------------
 # Helpers for the checks
-
-
-def _short(value: Any, limit: int = 70) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 4] + "..." + text[-1]
-
 
 
 def _as_pairs(value: Any, what: str) -> list[Pair]:
@@ -344,12 +199,6 @@ def _as_pairs(value: Any, what: str) -> list[Pair]:
             raise CheckFailed(f"{what}: merge {i} is {pair!r}, expected a pair of ints")
         pairs.append((int(pair[0]), int(pair[1])))
     return pairs
-
-
-def _as_ids(value: Any, what: str) -> list[int]:
-    if not isinstance(value, (list, tuple)) or not all(isinstance(x, int) for x in value):
-        raise CheckFailed(f"{what} returned {_short(value)}, expected a list of int ids")
-    return list(value)
 
 
 def _show_pair(pair: Pair, vocab: dict[int, bytes]) -> str:
@@ -422,7 +271,7 @@ def check_merge(answer) -> None:
     for what, ids, pair, new_id in _MERGE_CASES:
         call = f"merge({ids}, {pair}, {new_id}) for {what}"
         given = list(ids)
-        got = _as_ids(_call(answer, call, given, pair, new_id), call)
+        got = as_ids(_call(answer, call, given, pair, new_id), call)
         if given != ids:
             raise CheckFailed(f"{call} changed its input list into {given}. Build and return "
                               "a new list instead.")
@@ -477,7 +326,7 @@ def _library_merges(text: str, vocab_size: int) -> tuple[tuple[bytes, bytes], ..
 def check_train(answer) -> None:
     require_callable(answer, "train")
     for what, text, vocab_size in _TRAIN_CASES:
-        call = f"train({_short(text, 40)}, {vocab_size}) for {what}"
+        call = f"train({short(text, 40)}, {vocab_size}) for {what}"
         got = _as_pairs(_call(answer, call, text, vocab_size,
                               hint="When no pair is left, stop early (counts is empty)."), call)
         expected = reference_train(text, vocab_size)
@@ -523,152 +372,3 @@ def check_train(answer) -> None:
                     f"{call}: merge {i} (new id {256 + i}) is {_show_pair(mine, got_vocab)}, "
                     f"expected {_show_pair(theirs, vocab)}. {hint}")
         raise CheckFailed(f"{call} made {len(got)} merges, expected {len(expected)}. {hint}")
-
-
-# --------------------------------------------------------------------------------------------
-# 4. Encoding
-
-_ENCODE_TRAINING_TEXT = (
-    "the cat sat on the mat; the hat is on the cat.\n"
-    "that cat, this hat, these mats!  Then the   cats sat.\n" * 3
-    + "abc abc bcd bcd bcd bcd\n"
-)
-
-_ENCODE_CASES: list[tuple[str, str]] = [
-    ("a sentence from the training text", "the cat sat on the mat;"),
-    ("words never seen in training", "The catamaran hatched a thesis."),
-    ("rank order matters: in ' abcd', 'bc' + 'd' was learned before 'a' + 'bc'", "abc abcd"),
-    ("whitespace runs, newlines and indentation", "the  cat\n\n    return  \n"),
-    ("emoji and Chinese (no merge applies: raw bytes)", "猫 👋🏽!"),
-    ("an empty string", ""),
-]
-
-
-@functools.cache
-def _encode_merges() -> tuple[Pair, ...]:
-    return tuple(reference_train(_ENCODE_TRAINING_TEXT, 256 + 40))
-
-
-@exercise("ch02.encode", title="encoding with merges", reference=reference_encode,
-          wrong_answers=[_encode_without_pretokens, _encode_leftmost_pair_first,
-                         _encode_latest_merge_first])
-def check_encode(answer) -> None:
-    require_callable(answer, "encode")
-    merges = list(_encode_merges())
-    vocab = vocab_from_merges(merges)
-    library = tokenization.Tokenizer(vocab, byte_merges(merges))
-    for what, text in _ENCODE_CASES:
-        call = f"encode({text!r}, merges) for {what}"
-        got = _as_ids(_call(answer, call, text, list(merges)), call)
-        expected = library.encode(text)
-        if got == expected:
-            continue
-        hint = ("Pre-tokenize, then in each pre-token repeatedly merge the pair with the lowest "
-                "rank (earliest learned) until no learned pair is left.")
-        if got == _encode_without_pretokens(text, merges):
-            hint = "Encode each pre-token of pretokenize(text) on its own, then concatenate."
-        elif got == _encode_leftmost_pair_first(text, merges):
-            hint = ("You merged the leftmost known pair; merge the pair with the lowest rank "
-                    "(learned earliest) wherever it is.")
-        elif got == _encode_latest_merge_first(text, merges):
-            hint = "Lowest rank first (min, not max): merges are applied in training order."
-        shown = [vocab.get(i, b"?") for i in got if isinstance(i, int)]
-        raise CheckFailed(f"{call} is {_short(got)} (pieces {_short(shown)}), expected "
-                          f"{_short(expected)} (pieces {_short([vocab[i] for i in expected])}). "
-                          f"{hint}")
-
-
-# --------------------------------------------------------------------------------------------
-# 5. Decoding
-
-_EURO, _WAVE = "€".encode(), "👋".encode()  # 3 and 4 bytes
-_DECODE_VOCAB: dict[int, bytes] = {
-    **tokenization.initial_vocab(),
-    256: b"he", 257: b"llo", 258: b" w", 259: _EURO[:2], 260: _EURO[2:], 261: _WAVE[:2],
-    262: _WAVE[2:],
-}
-
-_DECODE_CASES: list[tuple[str, list[int]]] = [
-    ("an empty list", []),
-    ("plain ASCII tokens", [256, 257, 258, 111, 114, 108, 100]),
-    ("'€' split across two tokens", [256, 259, 260, 33]),
-    ("'👋' split across two tokens", [261, 262]),
-    ("'👋' as four single-byte tokens", list(_WAVE)),
-    ("invalid UTF-8: a lone continuation byte", [104, 0x80, 105]),
-    ("a character cut off at the end", [256, 259]),
-]
-
-
-@exercise("ch02.decode", title="decoding ids to text", reference=reference_decode,
-          wrong_answers=[_decode_token_by_token, _decode_strict, _decode_ignoring_errors,
-                         _decode_latin1])
-def check_decode(answer) -> None:
-    require_callable(answer, "decode")
-    vocab = dict(_DECODE_VOCAB)
-    for what, ids in _DECODE_CASES:
-        call = f"decode({ids}, vocab) for {what}"
-        got = _call(answer, call, list(ids), vocab,
-                    hint="Some id sequences are not valid UTF-8: decode with errors='replace'.")
-        if not isinstance(got, str):
-            raise CheckFailed(f"{call} returned {type(got).__name__} {_short(got)}, expected a "
-                              "str: decode the joined bytes with .decode('utf-8', "
-                              "errors='replace').")
-        expected = reference_decode(ids, vocab)
-        if got == expected:
-            continue
-        hint = "Join the tokens' bytes first, then decode once: bytes.decode('utf-8', 'replace')."
-        if got == _decode_token_by_token(ids, vocab):
-            hint = ("A token can hold part of a character: join all the bytes first, then "
-                    "decode them once.")
-        elif got == _decode_ignoring_errors(ids, vocab):
-            hint = "Invalid bytes must show up as U+FFFD: use errors='replace', not 'ignore'."
-        elif got == _decode_latin1(ids, vocab):
-            hint = "The bytes are UTF-8, not Latin-1."
-        raise CheckFailed(f"{call} is {got!r}, expected {expected!r}. {hint}")
-
-
-# --------------------------------------------------------------------------------------------
-# 6. Special tokens
-
-EOT = "<|endoftext|>"
-
-_SPLIT_CASES: list[tuple[str, str, list[str]]] = [
-    ("no special tokens", "hello world", []),
-    ("an empty text", "", [EOT]),
-    ("one special token in the middle", f"Hello{EOT}World", [EOT]),
-    ("special tokens at both ends and twice in a row", f"{EOT}a{EOT}{EOT}", [EOT]),
-    ("text that only looks special", "a <|endoftext| b |endoftext|> c <endoftext> d", [EOT]),
-    ("overlapping special tokens, the shorter listed first", "x<|eot|><|eot|>y<|eot|>",
-     ["<|eot|>", "<|eot|><|eot|>"]),
-    ("two special tokens around unicode text", "héllo<|user|>👋 ça va?<|assistant|>",
-     ["<|user|>", "<|assistant|>"]),
-]
-
-
-@exercise("ch02.split_special", title="keeping special tokens whole",
-          reference=reference_split_special,
-          wrong_answers=[_split_unescaped, _split_in_given_order, _split_drops_specials,
-                         _split_keeps_empty_pieces])
-def check_split_special(answer) -> None:
-    require_callable(answer, "split_special")
-    for what, text, special_tokens in _SPLIT_CASES:
-        call = f"split_special({text!r}, {special_tokens}) for {what}"
-        got = _call(answer, call, text, list(special_tokens))
-        if not isinstance(got, list):
-            raise CheckFailed(f"{call} returned {type(got).__name__}, expected a list of str")
-        expected = reference_split_special(text, special_tokens)
-        if got == expected:
-            continue
-        hint = ("Cut at every special token, keep the special tokens as pieces, drop empty "
-                "pieces; where two special tokens overlap, the longest wins.")
-        if "" in got and [piece for piece in got if piece] == expected:
-            hint = "Drop the empty pieces that re.split leaves between adjacent matches."
-        elif got == _split_unescaped(text, special_tokens):
-            hint = "'|' is a regex operator: build the pattern from re.escape(token)."
-        elif got == _split_in_given_order(text, special_tokens):
-            hint = ("A regex alternation tries the alternatives in order: put the longest special "
-                    "tokens first (sorted(special_tokens, key=len, reverse=True)).")
-        elif got == _split_drops_specials(text, special_tokens):
-            hint = ("Keep the special tokens as pieces of their own (a capturing group in "
-                    "re.split keeps them).")
-        raise CheckFailed(f"{call} is {got!r}, expected {expected!r}. {hint}")
