@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from llmlab.assets import jslibs, site
+from llmlab.assets import jslibs
+from llmlab.site import build as site
 from llmlab.views.interactive import (
     BERTVIZ_LIBRARIES,
     attention_view,

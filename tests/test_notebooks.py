@@ -21,7 +21,7 @@ CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 
 
 def setup_cell() -> str:
-    """The first cell every notebook starts with (the repository URL comes from _config.yml)."""
+    """The first code cell of every notebook (the repository URL comes from _config.yml)."""
     url = CONFIG["repository"]["url"]
     comment = ("# Setup: in Colab, install the course package first; "
                "locally `make setup` already did.")
@@ -45,14 +45,19 @@ def test_every_chapter_has_a_page_a_solution_and_a_lab():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS)
-def test_notebook_is_committed_clean_and_starts_with_the_setup_cell(path):
+def test_notebook_is_committed_clean_and_opens_with_its_title_then_the_setup_cell(path):
     nb = nbformat.read(ROOT / path, as_version=4)
     nbformat.validate(nb)
     assert nb.metadata["kernelspec"]["name"] == "python3"
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code), (
         f"{path} has outputs: notebooks are committed without them")
-    assert nb.cells[0].cell_type == "code" and nb.cells[0].source == setup_cell()
+    # The title and opening paragraph come first; the setup cell is the first code cell,
+    # collapsed on the site (its versions line is one click away), and it still runs first.
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), (
+        f"{path} must open with its title")
+    assert nb.cells[1].cell_type == "code" and nb.cells[1].source == setup_cell()
+    assert "hide-cell" in nb.cells[1].metadata.get("tags", [])
 
 
 @pytest.mark.parametrize("path", [n for n in NOTEBOOKS if not n.startswith("labs/")])
