@@ -213,7 +213,7 @@ def train_deepspeed(config: TrainConfig, stage: int) -> Path:
         torch.save({"model": weights, "history": history, "memory": memories,
                     "deepspeed_config": ds_config, "config": config.to_dict(),
                     "model_config": dataclasses.asdict(model_config),
-                    "tokenizer": getattr(tokenizer, "state", None)}, path)
+                    "tokenizer": tokenizer.to_state()}, path)
     dist.barrier()
     return path
 
