@@ -524,3 +524,66 @@ def test_kv_cache_bad_use_is_rejected():
         decoding.generate(model, torch.zeros(1, 5, dtype=torch.long), 4, use_cache=True)
     with pytest.raises(ValueError, match="batch_size >= 1"):
         KVCache.allocate(config, batch_size=0, max_len=4)
+
+
+# ----------------------------------------------------------------------------- depth probes
+
+
+@pytest.mark.parametrize("style", ["gpt2", "llama"])
+def test_residual_stream_stds_follow_the_model(style):
+    from llmlab.model import residual_stream_stds
+
+    torch.manual_seed(0)
+    make = ModelConfig.llama_style if style == "llama" else ModelConfig.gpt2_style
+    model = GPT(make(vocab_size=40, context_length=16, n_layer=3, n_head=2, d_model=16)).eval()
+    idx = torch.randint(0, 40, (2, 10))
+    stds = residual_stream_stds(model, idx)
+    assert stds.shape == (4,)
+    # The last entry is the stream that the final norm reads: the same hidden states the
+    # model computes, before norm_f.
+    captured = []
+    hook = model.norm_f.register_forward_hook(lambda m, inputs, out: captured.append(inputs[0]))
+    with torch.no_grad():
+        model(idx)
+    hook.remove()
+    torch.testing.assert_close(stds[-1], captured[0].std())
+
+
+def test_residual_init_scaling_keeps_the_stream_flat_with_depth():
+    from llmlab.model import init_residual_projections, residual_stream_stds
+
+    idx = torch.randint(0, 50, (2, 16), generator=torch.Generator().manual_seed(0))
+    growth = {}
+    for n_layer in (4, 32):
+        torch.manual_seed(0)
+        model = GPT(ModelConfig.gpt2_style(vocab_size=50, context_length=16, n_layer=n_layer,
+                                           n_head=2, d_model=32))
+        scaled = residual_stream_stds(model, idx)
+        init_residual_projections(model, 0.02)
+        unscaled = residual_stream_stds(model, idx)
+        growth[n_layer] = (scaled[-1] / scaled[0]).item(), (unscaled[-1] / unscaled[0]).item()
+    assert abs(growth[32][0] - growth[4][0]) < 0.2  # GPT-2's init: the same at any depth
+    assert growth[32][1] > 1.5 * growth[4][1]  # unscaled: grows with depth
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        init_residual_projections(model, -0.1)
+    with pytest.raises(ValueError, match="no o_proj/down_proj"):
+        init_residual_projections(torch.nn.Linear(2, 2), 0.02)
+
+
+def test_block_grad_norms_vanish_without_residuals():
+    from llmlab.model import block_grad_norms
+
+    torch.manual_seed(0)
+    config = ModelConfig.gpt2_style(vocab_size=50, context_length=16, n_layer=24, n_head=2,
+                                    d_model=32)
+    model = GPT(config)
+    idx = torch.randint(0, 50, (2, 16))
+    with_res = block_grad_norms(model, idx)
+    without = block_grad_norms(model, idx, residual=False)
+    assert with_res.shape == without.shape == (24,)
+    assert 0.3 < (with_res[0] / with_res[-1]).item() < 3
+    assert (without[0] / without[-1]).item() < 1e-2
+    post = GPT(ModelConfig.gpt2_style(vocab_size=50, context_length=16, n_layer=2, n_head=2,
+                                      d_model=32, pre_norm=False))
+    with pytest.raises(ValueError, match="pre-norm blocks only"):
+        block_grad_norms(post, idx, residual=False)

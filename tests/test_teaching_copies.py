@@ -11,34 +11,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from llmlab import attention, decoding
-from llmlab.course.exercises import ch01, ch03, ch05
-from llmlab.model import Block, ModelConfig
-
-
-@pytest.mark.parametrize("shape", [(1, 5, 8), (2, 3, 7, 4)])
-def test_ch01_causal_attention_is_the_home_sdpa(shape):
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(*shape, generator=g) for _ in range(3))
-    home = attention.scaled_dot_product_attention(q, k, v, is_causal=True)
-    torch.testing.assert_close(ch01.reference_causal_attention(q, k, v), home)
-    torch.testing.assert_close(home, F.scaled_dot_product_attention(q, k, v, is_causal=True))
-
-
-@pytest.mark.parametrize("style", ["gpt2", "llama"])
-def test_ch01_pre_norm_block_is_the_models_block(style):
-    torch.manual_seed(0)
-    make = ModelConfig.llama_style if style == "llama" else ModelConfig.gpt2_style
-    config = make(vocab_size=10, d_model=32, n_head=4, n_layer=1)
-    block = Block(config).eval()
-    x = torch.randn(2, 6, 32)
-    rope = attention.rotary_cos_sin(6, config.head_dim) if style == "llama" else None
-    with torch.no_grad():
-        copy = ch01.reference_pre_norm_block(x, lambda h: block.attn(h, is_causal=True),
-                                             block.mlp, block.norm1, block.norm2)
-        torch.testing.assert_close(copy, block(x, rope))
+from llmlab.course.exercises import ch03, ch05
 
 
 @pytest.mark.parametrize("causal", [False, True])

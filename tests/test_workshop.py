@@ -21,8 +21,8 @@ from llmlab.course import checks, workshop
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB = ROOT / "labs" / "01_architecture.ipynb"
-CH01 = ["ch01.sinusoidal_positions", "ch01.rms_norm", "ch01.apply_rotary",
-        "ch01.causal_attention", "ch01.pre_norm_block", "ch01.count_parameters"]
+CH01 = ["ch01.sinusoidal_positions", "ch01.rms_norm", "ch01.swiglu", "ch01.count_parameters",
+        "ch01.residual_stream_stds", "ch01.residual_proj_std"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,6 +16,9 @@ Llama logits once their weights are copied in (``GPT.from_hf``).
   attention, positions and KV cache come from ``llmlab.attention``; generation is
   ``llmlab.decoding.generate``.
 - ``budget``: :func:`count_parameters` and :func:`flops_per_token`.
+- ``depth``: probes across the blocks (:func:`residual_stream_stds`,
+  :func:`block_grad_norms`, with residuals on or off) and
+  :func:`init_residual_projections`.
 
 >>> import torch
 >>> config = ModelConfig.llama_style(vocab_size=100, n_layer=2, n_head=4, n_kv_head=2)
@@ -30,6 +33,11 @@ True
 
 from llmlab.model.budget import count_parameters, flops_per_token
 from llmlab.model.config import ModelConfig
+from llmlab.model.depth import (
+    block_grad_norms,
+    init_residual_projections,
+    residual_stream_stds,
+)
 from llmlab.model.gpt import (
     GPT,
     MLP,
@@ -53,4 +61,7 @@ __all__ = [
     "lm_loss",
     "count_parameters",
     "flops_per_token",
+    "residual_stream_stds",
+    "block_grad_norms",
+    "init_residual_projections",
 ]

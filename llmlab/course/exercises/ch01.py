@@ -1,8 +1,11 @@
 """Chapter 01 (architecture) exercises: the pieces of a transformer, checked against
-llmlab.model and llmlab.attention.
+llmlab.model.
 
 Each check runs the learner's function on a few cases, including an awkward one (odd
-sizes, batch and head dimensions, extreme values), and says which case failed and how.
+sizes, batch dimensions, extreme values, an all-zero vector), and says which case failed
+and how. Attention and RoPE are chapter 03's exercises; this chapter's lab builds the
+position table, the norm, the SwiGLU feed-forward layer, the parameter count, the
+residual-stream probe, and ends with an open-ended experiment on initialisation.
 """
 
 from __future__ import annotations
@@ -10,14 +13,22 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from llmlab import attention, model
-from llmlab.course.checks import CheckFailed, exercise, expect_close, expect_equal, require_callable
+from llmlab.course.checks import (
+    CheckFailed,
+    call_learner,
+    exercise,
+    expect_close,
+    expect_equal,
+    require_callable,
+)
 
 # --------------------------------------------------------------------------------------------
 # References: the shapes of the learner's functions, implemented with llmlab.model and
-# llmlab.attention (one teaching copy, reference_causal_attention, tested against its home)
+# llmlab.attention
 
 
 def reference_sinusoidal_positions(n_positions: int, d_model: int) -> torch.Tensor:
@@ -31,36 +42,36 @@ def reference_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5)
     return norm(x).detach()
 
 
-def reference_apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return attention.apply_rotary(x, cos, sin)
+def reference_swiglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
+                     w_down: torch.Tensor) -> torch.Tensor:
+    """Llama's feed-forward layer from its three weight matrices (``nn.Linear`` layout,
+    ``(out_features, in_features)``): ``llmlab.model.SwiGLU`` with those weights copied in.
 
-
-def reference_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Causal attention as the learner writes it: a teaching copy of
-    ``llmlab.attention.scaled_dot_product_attention(q, k, v, is_causal=True)`` (the tests
-    check that the two agree), kept in the chapter's own few lines.
-
-    >>> q = k = v = torch.randn(1, 2, 4, 8)
-    >>> from llmlab.attention import scaled_dot_product_attention
-    >>> expected = scaled_dot_product_attention(q, k, v, is_causal=True)
-    >>> torch.allclose(reference_causal_attention(q, k, v), expected, atol=1e-6)
-    True
+    >>> x, w_gate, w_up = torch.randn(2, 8), torch.randn(20, 8), torch.randn(20, 8)
+    >>> reference_swiglu(x, w_gate, w_up, torch.randn(8, 20)).shape
+    torch.Size([2, 8])
     """
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    T = q.shape[-2]
-    future = torch.ones(T, T, dtype=torch.bool).triu(diagonal=1)
-    return scores.masked_fill(future, float("-inf")).softmax(dim=-1) @ v
-
-
-def reference_pre_norm_block(x, attn, mlp, norm1, norm2):
-    """A pre-norm residual block from its four sublayers: a teaching copy of the pre-norm
-    path of ``llmlab.model.Block.forward`` (the tests check that the two agree)."""
-    x = x + attn(norm1(x))
-    return x + mlp(norm2(x))
+    d_ff, d_model = w_gate.shape
+    config = model.ModelConfig.llama_style(vocab_size=2, d_model=d_model, n_head=1,
+                                           n_layer=1, d_ff=d_ff)
+    mlp = model.SwiGLU(config)
+    with torch.no_grad():
+        for layer, w in ((mlp.gate_proj, w_gate), (mlp.up_proj, w_up), (mlp.down_proj, w_down)):
+            layer.weight.copy_(w)
+        return mlp(x)
 
 
 def reference_count_parameters(config: model.ModelConfig) -> int:
     return model.count_parameters(config)
+
+
+def reference_residual_stream_stds(gpt: model.GPT, idx: torch.Tensor) -> torch.Tensor:
+    return model.residual_stream_stds(gpt, idx)
+
+
+def reference_residual_proj_std(n_layer: int) -> float:
+    """GPT-2's rule: 0.02 shrunk by the square root of the number of residual writes."""
+    return 0.02 / math.sqrt(2 * n_layer)
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,39 +104,20 @@ def _rms_norm_ignores_weight(x, weight, eps=1e-5):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
 
-def _rotary_interleaved(x, cos, sin):  # rotates (0,1), (2,3)... instead of (j, j + D/2)
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    half = x.shape[-1] // 2
-    c, s = cos[..., :half], sin[..., :half]
-    return torch.stack([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).flatten(-2)
+def _rms_norm_without_eps(x, weight, eps=1e-5):  # 0 / 0 on an all-zero vector
+    return weight * x / x.pow(2).mean(-1, keepdim=True).sqrt()
 
 
-def _rotary_wrong_direction(x, cos, sin):
-    return reference_apply_rotary(x, cos, -sin)
+def _swiglu_gelu(x, w_gate, w_up, w_down):  # GELU gate: that is GEGLU
+    return (F.gelu(x @ w_gate.T) * (x @ w_up.T)) @ w_down.T
 
 
-def _attention_no_mask(q, k, v):
-    return (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1) @ v
+def _swiglu_gate_on_up(x, w_gate, w_up, w_down):  # SiLU on the wrong projection
+    return (F.silu(x @ w_up.T) * (x @ w_gate.T)) @ w_down.T
 
 
-def _attention_no_scaling(q, k, v):
-    return reference_causal_attention(q * math.sqrt(q.shape[-1]), k, v)
-
-
-def _attention_masks_diagonal(q, k, v):  # position t cannot see itself: row 0 becomes NaN
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    T = q.shape[-2]
-    mask = torch.ones(T, T, dtype=torch.bool).triu(diagonal=0)
-    return scores.masked_fill(mask, float("-inf")).softmax(-1).nan_to_num() @ v
-
-
-def _post_norm_block(x, attn, mlp, norm1, norm2):
-    x = norm1(x + attn(x))
-    return norm2(x + mlp(x))
-
-
-def _block_without_residual(x, attn, mlp, norm1, norm2):
-    return mlp(norm2(attn(norm1(x))))
+def _swiglu_without_up(x, w_gate, w_up, w_down):  # a plain SiLU MLP: no multiplicative gate
+    return F.silu(x @ w_gate.T) @ w_down.T
 
 
 def _count_untied(config):  # counts the output layer although it shares the embeddings
@@ -141,6 +133,46 @@ def _count_ignoring_gqa(config):  # as if every head had its own keys and values
 def _count_without_norms(config):
     per_norm = config.d_model * (2 if config.norm == "layernorm" and config.bias else 1)
     return model.count_parameters(config) - per_norm * (2 * config.n_layer + 1)
+
+
+def _stds_without_positions(gpt, idx):  # forgets the learned position table
+    with torch.no_grad():
+        x = gpt.tok_emb(idx)
+        stds = [x.std()]
+        for block in gpt.blocks:
+            x = block(x)
+            stds.append(x.std())
+    return torch.stack(stds)
+
+
+def _stds_without_embedding_entry(gpt, idx):  # only after the blocks: n_layer values
+    return model.residual_stream_stds(gpt, idx)[1:]
+
+
+def _stds_after_final_norm(gpt, idx):  # measures norm_f(x): always about 1
+    with torch.no_grad():
+        x = gpt.tok_emb(idx) + gpt.pos_emb(torch.arange(idx.shape[1]))
+        stds = [gpt.norm_f(x).std()]
+        for block in gpt.blocks:
+            x = block(x)
+            stds.append(gpt.norm_f(x).std())
+    return torch.stack(stds)
+
+
+def _proj_std_unscaled(n_layer):  # every layer initialised like the rest: the stream grows
+    return 0.02
+
+
+def _proj_std_zero(n_layer):  # blocks that write nothing at initialisation
+    return 0.0
+
+
+def _proj_std_fixed_small(n_layer):  # fine for a shallow model, too large at depth 48
+    return 0.005
+
+
+def _proj_std_over_shrunk(n_layer):  # 1 / n_layer instead of 1 / sqrt(2 n_layer)
+    return 0.02 / n_layer
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,20 +198,27 @@ def _norm_cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
         ("x of shape (4, 16) with a random weight", 3 + 5 * torch.randn(4, 16, generator=g),
          torch.randn(16, generator=g)),
         ("large values (x ~ 1e3)", 1e3 * torch.randn(2, 32, generator=g), torch.ones(32)),
+        # A padded or dead position: the norm must return zeros, not 0 / 0 = NaN.
+        ("an all-zero vector (row 1 of a (3, 8) input)",
+         torch.cat([torch.randn(1, 8, generator=g), torch.zeros(1, 8),
+                    torch.randn(1, 8, generator=g)]), torch.ones(8)),
     ]
 
 
 @exercise("ch01.rms_norm", title="RMSNorm", reference=reference_rms_norm,
           wrong_answers=[_rms_norm_without_sqrt, _rms_norm_subtracts_mean,
-                         _rms_norm_ignores_weight])
+                         _rms_norm_ignores_weight, _rms_norm_without_eps])
 def check_rms_norm(answer) -> None:
     require_callable(answer, "rms_norm")
     for what, x, weight in _norm_cases():
         expected = reference_rms_norm(x, weight)
-        got = answer(x.clone(), weight.clone())
+        got = call_learner(answer, f"rms_norm for {what}", x.clone(), weight.clone())
         hint = ""
         if isinstance(got, torch.Tensor) and got.shape == x.shape:
-            if torch.allclose(got, _rms_norm_subtracts_mean(x, weight), atol=1e-4):
+            if torch.isnan(got).any() and not x.any(-1).all():
+                hint = ("An all-zero vector has mean(x**2) = 0: add eps INSIDE the square "
+                        "root, sqrt(mean(x**2) + eps), so the norm never divides by zero.")
+            elif torch.allclose(got, _rms_norm_subtracts_mean(x, weight), atol=1e-4):
                 hint = "You subtracted the mean: that is LayerNorm. RMSNorm only rescales."
             elif torch.allclose(got, _rms_norm_ignores_weight(x, weight), atol=1e-4):
                 hint = "Multiply by the learned weight at the end."
@@ -191,95 +230,36 @@ def check_rms_norm(answer) -> None:
                  "rms_norm compared with torch.nn.RMSNorm", atol=1e-4)
 
 
-def _rotary_case(T: int, D: int, heads: int, theta: float = 10_000.0):
-    g = torch.Generator().manual_seed(T * D)
-    x = torch.randn(2, heads, T, D, generator=g)
-    cos, sin = attention.rotary_cos_sin(T, D, theta)
-    return x, cos, sin
+def _swiglu_cases() -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(5)
+    cases = []
+    for shape, d_ff in (((3, 8), 20), ((2, 5, 12), 32)):
+        d = shape[-1]
+        cases.append((f"x of shape {shape}, d_ff = {d_ff}", torch.randn(*shape, generator=g),
+                      torch.randn(d_ff, d, generator=g) / math.sqrt(d),
+                      torch.randn(d_ff, d, generator=g) / math.sqrt(d),
+                      torch.randn(d, d_ff, generator=g) / math.sqrt(d_ff)))
+    return cases
 
 
-@exercise("ch01.apply_rotary", title="rotary position embedding (RoPE)",
-          reference=reference_apply_rotary,
-          wrong_answers=[_rotary_interleaved, _rotary_wrong_direction])
-def check_apply_rotary(answer) -> None:
-    require_callable(answer, "apply_rotary")
-    for T, D, heads in ((5, 8, 1), (16, 64, 3)):
-        x, cos, sin = _rotary_case(T, D, heads)
-        expect_close(answer(x, cos, sin), reference_apply_rotary(x, cos, sin),
-                     f"apply_rotary on x of shape {tuple(x.shape)}", atol=1e-5,
-                     hint="Pair dimension j with j + D/2 (the two halves), and rotate "
-                          "(a, b) -> (a cos - b sin, b cos + a sin).")
-    # The property that makes RoPE useful: q_m . k_n depends only on m - n, so moving every
-    # token 3 positions later leaves all the attention scores unchanged.
-    q, cos, sin = _rotary_case(9, 16, 1)
-    k = q.flip(-2)[..., :6, :]
-    q = q[..., :6, :]
-    at_start = answer(q, cos[:6], sin[:6]) @ answer(k, cos[:6], sin[:6]).transpose(-2, -1)
-    shifted = answer(q, cos[3:], sin[3:]) @ answer(k, cos[3:], sin[3:]).transpose(-2, -1)
-    expect_close(shifted, at_start, "q.k scores after shifting every position by 3", atol=1e-4,
-                 hint="The rotation angle must grow linearly with position (the cos/sin table).")
-
-
-def _attention_cases():
-    g = torch.Generator().manual_seed(3)
-    return [(B, H, T, D, torch.randn(B, H, T, D, generator=g), torch.randn(B, H, T, D, generator=g),
-             torch.randn(B, H, T, D, generator=g)) for B, H, T, D in ((1, 1, 4, 8), (2, 3, 9, 16))]
-
-
-@exercise("ch01.causal_attention", title="causal scaled dot-product attention",
-          reference=reference_causal_attention,
-          wrong_answers=[_attention_no_mask, _attention_no_scaling, _attention_masks_diagonal])
-def check_causal_attention(answer) -> None:
-    require_callable(answer, "causal_attention")
-    for B, H, T, D, q, k, v in _attention_cases():
-        got = answer(q, k, v)
-        what = f"causal_attention for q, k, v of shape {(B, H, T, D)}"
-        first_row_wrong = (isinstance(got, torch.Tensor) and got.shape == q.shape
-                           and not torch.allclose(got[..., 0, :], v[..., 0, :], atol=1e-5))
-        if first_row_wrong:
-            raise CheckFailed(
-                f"{what}: the first position should return exactly v[0] (it can only see "
-                "itself). Is the mask hiding the future (j > t) and nothing else?")
-        expect_close(got, reference_causal_attention(q, k, v), what, atol=1e-5,
-                     hint="softmax(q k^T / sqrt(d_k)) with -inf above the diagonal, times v.")
-    q, k, v = (torch.randn(1, 2, 6, 8) for _ in range(3))
-    torch_out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-    expect_close(answer(q, k, v), torch_out,
-                 "causal_attention compared with F.scaled_dot_product_attention", atol=1e-5)
-
-
-class _Scale(nn.Module):
-    """A stand-in sublayer that is easy to tell apart: multiplies by a constant."""
-
-    def __init__(self, factor: float) -> None:
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.factor * x
-
-
-@exercise("ch01.pre_norm_block", title="a pre-norm residual block",
-          reference=reference_pre_norm_block,
-          wrong_answers=[_post_norm_block, _block_without_residual])
-def check_pre_norm_block(answer) -> None:
-    require_callable(answer, "pre_norm_block")
-    torch.manual_seed(4)
-    config = model.ModelConfig.llama_style(vocab_size=10, d_model=32, n_head=4, n_layer=1)
-    block = model.Block(config).eval()
-    x = torch.randn(2, 5, 32)
-    with torch.no_grad():
-        expected = block(x, attention.rotary_cos_sin(5, config.head_dim))
-        got = answer(x, lambda h: block.attn(h, is_causal=True), block.mlp, block.norm1,
-                     block.norm2)
-    expect_close(got, expected, "pre_norm_block with a real Llama-style block", atol=1e-5,
-                 hint="Each sublayer reads norm(x) and its output is ADDED to x: "
-                      "x = x + attn(norm1(x)); x = x + mlp(norm2(x)).")
-    x = torch.ones(1, 2, 4)
-    got = answer(x, _Scale(2.0), _Scale(3.0), _Scale(0.5), _Scale(0.5))
-    # x + 2 * 0.5x = 2x, then 2x + 3 * 0.5 * 2x = 5x
-    expect_close(got, 5 * x, "pre_norm_block with scaling stand-ins (attn=2x, mlp=3x, "
-                 "norms=0.5x)", hint="Expected x + attn(norm1(x)) = 2x, then + mlp(norm2(.)) = 5x.")
+@exercise("ch01.swiglu", title="the SwiGLU feed-forward layer", reference=reference_swiglu,
+          wrong_answers=[_swiglu_gelu, _swiglu_gate_on_up, _swiglu_without_up])
+def check_swiglu(answer) -> None:
+    require_callable(answer, "swiglu")
+    for what, x, w_gate, w_up, w_down in _swiglu_cases():
+        got = call_learner(answer, f"swiglu for {what}", x, w_gate, w_up, w_down,
+                           hint="The weights are in nn.Linear's layout (out, in): x @ w.T.")
+        hint = "down( SiLU(x W_gate) * (x W_up) ), each product as x @ w.T."
+        if isinstance(got, torch.Tensor) and got.shape == x.shape:
+            if torch.allclose(got, _swiglu_gelu(x, w_gate, w_up, w_down), atol=1e-5):
+                hint = "That is GEGLU: SwiGLU's gate goes through SiLU (x * sigmoid(x))."
+            elif torch.allclose(got, _swiglu_gate_on_up(x, w_gate, w_up, w_down), atol=1e-5):
+                hint = "SiLU goes on the GATE projection (w_gate); w_up stays linear."
+            elif torch.allclose(got, _swiglu_without_up(x, w_gate, w_up, w_down), atol=1e-5):
+                hint = ("The gate must MULTIPLY a second projection, x @ w_up.T, element-wise "
+                        "before the down projection.")
+        expect_close(got, reference_swiglu(x, w_gate, w_up, w_down), f"swiglu for {what}",
+                     atol=1e-5, hint=hint)
 
 
 def _count_configs() -> list[tuple[str, model.ModelConfig]]:
@@ -315,3 +295,96 @@ def check_count_parameters(answer) -> None:
         expect_equal(got, expected, f"count_parameters for {what}", hint=" ".join(hints) or
                      "Count embeddings, per-block attention/MLP/norms, the final norm, and "
                      "the output layer if it is not tied.")
+
+
+def _probe_models() -> list[tuple[str, model.GPT, torch.Tensor]]:
+    cases = []
+    for what, n_layer, proj_std in (("a 4-layer model with GPT-2's initialisation", 4, None),
+                                    ("a 6-layer model with unscaled 0.02 projections", 6, 0.02)):
+        torch.manual_seed(7)
+        config = model.ModelConfig.gpt2_style(vocab_size=60, context_length=16,
+                                              n_layer=n_layer, n_head=2, d_model=32)
+        gpt = model.GPT(config)
+        if proj_std is not None:
+            model.init_residual_projections(gpt, proj_std)
+        idx = torch.randint(0, 60, (3, 16), generator=torch.Generator().manual_seed(n_layer))
+        cases.append((what, gpt, idx))
+    return cases
+
+
+@exercise("ch01.residual_stream_stds", title="measuring the residual stream across depth",
+          reference=reference_residual_stream_stds,
+          wrong_answers=[_stds_without_positions, _stds_without_embedding_entry,
+                         _stds_after_final_norm])
+def check_residual_stream_stds(answer) -> None:
+    require_callable(answer, "residual_stream_stds")
+    for what, gpt, idx in _probe_models():
+        got = call_learner(answer, f"residual_stream_stds on {what}", gpt, idx)
+        if isinstance(got, list | tuple):
+            got = torch.tensor([float(v) for v in got])
+        expected = reference_residual_stream_stds(gpt, idx)
+        n = gpt.config.n_layer
+        if isinstance(got, torch.Tensor) and got.shape == (n,):
+            raise CheckFailed(f"residual_stream_stds on {what}: got {n} values, expected "
+                              f"{n + 1}: the stream after the embeddings comes first, then "
+                              "one value after each block.")
+        hint = "Start from tok_emb(idx) + pos_emb(positions), then x = block(x) for each block."
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape:
+            if torch.allclose(got.float(), torch.ones_like(expected), atol=0.05):
+                hint = ("Every value is about 1: you measured a normalised copy. Measure the "
+                        "stream x itself; norm_f is applied only once, after the last block.")
+            elif not torch.isclose(got[0].float(), expected[0], rtol=1e-3):
+                hint = ("Entry 0 is off: the stream starts as token embeddings PLUS the "
+                        "learned position embeddings.")
+        expect_close(got, expected, f"residual_stream_stds on {what}", atol=1e-5, rtol=1e-3,
+                     hint=hint)
+
+
+#: The open-ended experiment's target: at initialisation the blocks must write something
+#: into the stream, yet its size must not grow with depth.
+STREAM_GROWTH_BAND = (1.1, 1.5)
+PROBE_DEPTHS = (6, 48)
+
+
+def stream_growth(proj_std: float, n_layer: int, seed: int = 0) -> float:
+    """std(stream after the last block) / std(stream after the embeddings) for a GPT-2 style
+    model (d_model 64, 4 heads) whose residual projections are initialised with ``proj_std``.
+
+    >>> round(stream_growth(0.0, 6), 3)    # blocks that write nothing leave the stream alone
+    1.0
+    """
+    torch.manual_seed(seed)
+    config = model.ModelConfig.gpt2_style(vocab_size=100, context_length=32, n_layer=n_layer,
+                                          n_head=4, d_model=64)
+    gpt = model.GPT(config)
+    torch.manual_seed(seed + 1)
+    model.init_residual_projections(gpt, proj_std)
+    idx = torch.randint(0, 100, (4, 32), generator=torch.Generator().manual_seed(seed))
+    stds = model.residual_stream_stds(gpt, idx)
+    return (stds[-1] / stds[0]).item()
+
+
+@exercise("ch01.residual_proj_std", title="open-ended: an initialisation that survives depth",
+          reference=reference_residual_proj_std,
+          wrong_answers=[_proj_std_unscaled, _proj_std_zero, _proj_std_fixed_small,
+                         _proj_std_over_shrunk])
+def check_residual_proj_std(answer) -> None:
+    require_callable(answer, "residual_proj_std")
+    low, high = STREAM_GROWTH_BAND
+    for n_layer in PROBE_DEPTHS:
+        std = call_learner(answer, f"residual_proj_std({n_layer})", n_layer)
+        if isinstance(std, torch.Tensor):
+            std = std.item()
+        if not isinstance(std, int | float) or not math.isfinite(std) or std < 0:
+            raise CheckFailed(f"residual_proj_std({n_layer}) should return a number >= 0; "
+                              f"got {std!r}")
+        growth = stream_growth(float(std), n_layer)
+        what = (f"with residual_proj_std({n_layer}) = {std:.3g}, the stream's std grows "
+                f"{growth:.3f}x from the embeddings to the last of {n_layer} blocks")
+        if growth < low:
+            raise CheckFailed(f"{what}: below {low}x, the blocks barely write into the stream "
+                              "at initialisation. Use a larger std.")
+        if growth > high:
+            raise CheckFailed(f"{what}: above {high}x. Each block adds two writes whose "
+                              "variances add up, so the std must shrink as the model gets "
+                              "deeper (how fast?).")
