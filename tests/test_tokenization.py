@@ -39,6 +39,7 @@ from llmlab.tokenization import (
     to_hf_tokenizer,
     train_bpe,
     train_bpe_naive,
+    wordpiece_training,
     wordpieces,
 )
 
@@ -161,7 +162,8 @@ def small(tmp_path_factory) -> Tokenizer:
 # --------------------------------------------------------------------------------------
 
 
-MODULES = [tokenization, pretokens, bpe, byte_level, tiktoken_ranks, wordpieces, chars]
+MODULES = [tokenization, pretokens, bpe, byte_level, tiktoken_ranks, wordpieces, chars,
+           wordpiece_training]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda module: module.__name__)
@@ -778,3 +780,93 @@ def test_wordpiece_unknown_words_and_long_words():
     assert tokenization.wordpiece("undox", vocab) == ["[UNK]"]  # no piece for "x": all lost
     assert tokenization.wordpiece("do" * 60, vocab | {"##do"}, max_chars=100) == ["[UNK]"]
     assert tokenization.bert_pretokenize("ΟΔΟΣ", lowercase=False) == ["ΟΔΟΣ"]
+
+
+# --------------------------------------------------------------------------------------
+# WordPiece training
+# --------------------------------------------------------------------------------------
+
+
+def _wordpiece_merges_with_fractions(word_counts, n_merges):
+    """The same algorithm, scored with exact fractions: float ties must be real ties."""
+    from fractions import Fraction
+
+    words = Counter()
+    for word, count in word_counts.items():
+        words[tuple(tokenization.wordpiece_split(word))] += count
+    merges = []
+    for _ in range(n_merges):
+        pieces, pairs = Counter(), Counter()
+        for word, count in words.items():
+            for piece in word:
+                pieces[piece] += count
+            for pair in itertools.pairwise(word):
+                pairs[pair] += count
+        if not pairs:
+            break
+        best = max(pairs, key=lambda p: (Fraction(pairs[p], pieces[p[0]] * pieces[p[1]]), p))
+        merged = best[0] + best[1].removeprefix("##")
+        merges.append(best)
+        new_words = Counter()
+        for word, count in words.items():
+            out, i = [], 0
+            while i < len(word):
+                if word[i:i + 2] == best:
+                    out.append(merged)
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            new_words[tuple(out)] += count
+        words = new_words
+    return merges
+
+
+@given(st.dictionaries(st.text("abcab", min_size=1, max_size=6), st.integers(1, 9),
+                       max_size=8), st.integers(0, 12))
+@settings(max_examples=200, deadline=None)
+def test_wordpiece_merges_equal_exact_fraction_scores(word_counts, n_merges):
+    assert tokenization.learn_wordpiece_merges(word_counts, n_merges) == \
+        _wordpiece_merges_with_fractions(word_counts, n_merges)
+
+
+def test_wordpiece_prefers_likelihood_to_frequency():
+    # a+b occurs 3 times, but a, b also occur apart; a+a (once) scores higher.
+    merges = tokenization.learn_wordpiece_merges({"aab": 1, "ab": 3}, 2)
+    assert merges == [("a", "##a"), ("aa", "##b")]
+    assert tokenization.learn_wordpiece_merges({"ab": 2}, 5) == [("a", "##b")]  # stops early
+
+
+def test_trained_wordpiece_vocab_covers_its_words():
+    words = Counter(tokenization.bert_pretokenize("To be, or not to be: that is the question. "
+                                                  "Whether 'tis nobler in the mind to suffer"))
+    vocab = tokenization.train_wordpiece(words, 60)
+    assert len(vocab) <= 60 and "[UNK]" in vocab
+    for word in words:
+        assert "[UNK]" not in tokenization.wordpiece(word, vocab)
+    assert tokenization.wordpiece("zebra", vocab) == ["[UNK]"]  # z is not in the alphabet
+
+
+def test_wordpiece_training_errors():
+    with pytest.raises(ValueError, match="n_merges"):
+        tokenization.learn_wordpiece_merges({"ab": 1}, -1)
+    with pytest.raises(ValueError, match="positive int counts"):
+        tokenization.learn_wordpiece_merges({"ab": 0}, 1)
+    with pytest.raises(ValueError, match="alphabet"):
+        tokenization.train_wordpiece({"abc": 1}, 3)
+
+
+def test_hf_wordpiece_trainer_merges_by_frequency():
+    """What the chapter says: tokenizers' WordPieceTrainer ranks pairs as BPE does."""
+    from tokenizers import Tokenizer as RustTokenizer
+    from tokenizers import models, pre_tokenizers, trainers
+
+    words = {"hug": 10, "pug": 5, "pun": 12, "bun": 4, "hugs": 5}
+    rust = RustTokenizer(models.WordPiece(unk_token="[UNK]"))
+    rust.pre_tokenizer = pre_tokenizers.Whitespace()
+    # its alphabet: the 7 characters bare, and the 4 seen inside words with "##": 11 pieces
+    trainer = trainers.WordPieceTrainer(vocab_size=11 + 2, show_progress=False)
+    rust.train_from_iterator([w for w, n in words.items() for _ in range(n)], trainer)
+    learned = {piece for piece in rust.get_vocab() if len(piece.removeprefix("##")) > 1}
+    assert learned == {"##ug", "##un"}  # the two most frequent pairs: BPE's first merges
+    assert tokenization.learn_wordpiece_merges(words, 1) == [("##g", "##s")]

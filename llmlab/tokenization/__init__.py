@@ -11,6 +11,7 @@ and characters, one small module each.
 - ``tiktoken_ranks``: cl100k_base / o200k_base (ranks, no merge list) in the same
   ``Tokenizer``, and the loaders of their course assets
 - ``wordpieces``: BERT's pre-tokeniser and WordPiece segmentation
+- ``wordpiece_training``: learning a WordPiece vocabulary by likelihood score
 - ``chars``: ``CharTokenizer``, one id per character
 
 Every tokenizer saves itself as a JSON-serialisable dict with a ``"kind"`` key, and
@@ -65,6 +66,12 @@ from llmlab.tokenization.pretokens import (
     split_on_special_tokens,
 )
 from llmlab.tokenization.tiktoken_ranks import read_tiktoken_ranks
+from llmlab.tokenization.wordpiece_training import (
+    learn_wordpiece_merges,
+    train_wordpiece,
+    wordpiece_scores,
+    wordpiece_split,
+)
 from llmlab.tokenization.wordpieces import bert_pretokenize, wordpiece
 
 __all__ = [
@@ -85,6 +92,7 @@ __all__ = [
     "initial_vocab",
     "learn_merges",
     "learn_merges_naive",
+    "learn_wordpiece_merges",
     "merge_pair",
     "merges_from_ranks",
     "pretokenize",
@@ -93,7 +101,10 @@ __all__ = [
     "to_hf_tokenizer",
     "train_bpe",
     "train_bpe_naive",
+    "train_wordpiece",
     "wordpiece",
+    "wordpiece_scores",
+    "wordpiece_split",
 ]
 
 #: Which class rebuilds each kind of state.

@@ -1,4 +1,4 @@
-"""Chapter 02 exercise 6: cutting text around special tokens, kept whole and longest first
+"""Chapter 02 exercise 5: cutting text around special tokens, kept whole and longest first
 (``split_special``), checked against llmlab.tokenization's ``split_on_special_tokens``."""
 
 from __future__ import annotations
