@@ -143,6 +143,38 @@ def test_sliding_window_mask_matches_transformers():
     assert torch.equal(A.sliding_window_mask(T, T), A.causal_mask(T))
 
 
+def test_sliding_window_global_tokens_stay_visible_and_causal():
+    T, window = 10, 3
+    mask = A.sliding_window_mask(T, window, n_global=2)
+    i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    expected = (j <= i) & ((i - j < window) | (j < 2))
+    assert torch.equal(mask, expected)
+    assert torch.equal(A.sliding_window_mask(T, window, n_global=0),
+                       A.sliding_window_mask(T, window))
+    with pytest.raises(ValueError, match="n_global"):
+        A.sliding_window_mask(T, window, n_global=-1)
+
+
+def test_causal_linear_attention_is_the_masked_quadratic_form_and_a_recurrence():
+    gen = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(2, 3, 17, 8, generator=gen) / 2 for _ in range(2))
+    v = torch.randn(2, 3, 17, 5, generator=gen)
+    w = A.random_feature_matrix(32, 8, seed=1)
+    phi_q, phi_k = A.positive_random_features(q, w), A.positive_random_features(k, w)
+    out = A.causal_linear_attention(phi_q, phi_k, v)
+    weights = (phi_q @ phi_k.transpose(-2, -1)).tril()
+    torch.testing.assert_close(out, weights / weights.sum(-1, keepdim=True) @ v)
+    state, z = torch.zeros(2, 3, 32, 5), torch.zeros(2, 3, 32)
+    for t in range(17):  # the RNN view: one state update per token
+        state = state + phi_k[..., t, :, None] * v[..., t, None, :]
+        z = z + phi_k[..., t, :]
+        step = (phi_q[..., t, None, :] @ state)[..., 0, :] / (phi_q[..., t, :] * z).sum(-1,
+                                                                                      keepdim=True)
+        torch.testing.assert_close(out[..., t, :], step)
+    with pytest.raises(ValueError, match="phi_q"):
+        A.causal_linear_attention(phi_q, phi_k[..., :4], v)
+
+
 def test_padding_mask_from_lengths_equals_from_attention_mask():
     attention_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]])
     from_lengths = A.padding_mask(torch.tensor([4, 2, 1]))

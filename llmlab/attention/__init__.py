@@ -15,7 +15,8 @@ which builds its blocks from this package):
   :func:`causal_allowed`.
 - ``efficient``: :func:`tiled_attention` with an online softmax
   (:func:`online_softmax_update`), memory O(N) not O(N^2); :func:`performer_attention`,
-  positive random features (FAVOR+), linear in N, approximate.
+  positive random features (FAVOR+), linear in N, approximate; :func:`causal_linear_attention`,
+  the causal form of linear attention as a prefix sum.
 - ``analysis``: :func:`kv_cache_bytes_per_token`; :func:`previous_token_scores` and
   :func:`induction_scores` (on :func:`repeated_random_tokens`) find the heads of a trained
   model that do those two jobs.
@@ -49,6 +50,7 @@ from llmlab.attention.core import (
     stable_softmax,
 )
 from llmlab.attention.efficient import (
+    causal_linear_attention,
     online_softmax_update,
     performer_approximation_error,
     performer_attention,
@@ -89,6 +91,7 @@ __all__ = [
     "positive_random_features",
     "performer_attention",
     "performer_approximation_error",
+    "causal_linear_attention",
     "kv_cache_bytes_per_token",
     "previous_token_scores",
     "induction_scores",

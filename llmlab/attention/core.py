@@ -214,21 +214,36 @@ def causal_mask(
 
 
 def sliding_window_mask(
-    T: int, window: int, *, device: torch.device | str | None = None
+    T: int, window: int, *, n_global: int = 0, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """Bool ``(T, T)``, causal and local: query ``i`` sees keys ``i - window + 1 .. i``.
+    """Bool ``(T, T)``, causal and local: query ``i`` sees keys ``i - window + 1 .. i``,
+    and also the first ``n_global`` keys (global tokens).
 
     Each position reads only its last ``window`` positions (itself included), as in
     Mistral; stacking layers lets information travel further, ``window - 1`` per layer.
+    ``n_global`` keeps a few *global* keys visible to every later query (Longformer's and
+    BigBird's global tokens under a causal mask; StreamingLLM's "attention sinks").
 
     >>> sliding_window_mask(4, 2).int()
     tensor([[1, 0, 0, 0],
             [1, 1, 0, 0],
             [0, 1, 1, 0],
             [0, 0, 1, 1]], dtype=torch.int32)
+    >>> sliding_window_mask(4, 2, n_global=1).int()       # key 0 stays visible
+    tensor([[1, 0, 0, 0],
+            [1, 1, 0, 0],
+            [1, 1, 1, 0],
+            [1, 0, 1, 1]], dtype=torch.int32)
     """
     window = positive_int("window", window)
-    return causal_mask(T, device=device) & ~causal_mask(T, offset=-window, device=device)
+    if not isinstance(n_global, int) or isinstance(n_global, bool) or n_global < 0:
+        raise ValueError(f"n_global must be an int >= 0 (how many first keys stay visible); "
+                         f"got {n_global!r}")
+    causal = causal_mask(T, device=device)
+    allowed = causal & ~causal_mask(T, offset=-window, device=device)
+    if n_global:
+        allowed[:, :n_global] = causal[:, :n_global]
+    return allowed
 
 
 def padding_mask(

@@ -5,6 +5,8 @@
   with N, not N^2 (the FlashAttention idea).
 - :func:`performer_attention`: positive random features (FAVOR+), linear in N, approximate;
   :func:`performer_approximation_error` measures how approximate.
+- :func:`causal_linear_attention`: linear attention under a causal mask, for any positive
+  feature map: a prefix sum over positions, parallel in training, a recurrence in decoding.
 
 >>> q = k = v = torch.randn(1, 2, 5, 8)
 >>> exact = scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -25,6 +27,7 @@ from llmlab.attention.core import (
     check_qkv,
     positive_int,
     scaled_dot_product_attention,
+    shape_of,
 )
 
 # ----------------------------------------------------------------------------- tiling
@@ -245,3 +248,43 @@ def performer_approximation_error(
         ]
         errors[m] = sum(rel) / len(rel)
     return errors
+
+
+# ----------------------------------------------------------------------------- causal linear
+
+
+def causal_linear_attention(
+    phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor, *, eps: float = 1e-12
+) -> torch.Tensor:
+    """Causal linear attention: ``out_i = phi_q_i . S_i / (phi_q_i . z_i)`` with the prefix
+    sums ``S_i = sum_{j<=i} phi_k_j v_j^T`` and ``z_i = sum_{j<=i} phi_k_j``.
+
+    ``phi_q``, ``phi_k`` ``(..., N, m)`` are positive features of queries and keys (for
+    example :func:`positive_random_features`), ``v`` is ``(..., N, Ev)``. The causal mask
+    turns the one sum of non-causal linear attention into a *cumulative* sum over positions
+    (``torch.cumsum``), which runs in parallel during training; when generating, the same
+    ``S`` and ``z`` are a constant-size state updated once per token (an RNN). This form
+    stores ``(N, m, Ev)`` prefix sums: simple, not memory-optimal (chunked versions exist).
+
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> phi_q, phi_k = torch.rand(2, 5, 3, generator=gen).unbind(0)
+    >>> v = torch.randn(5, 2, generator=gen)
+    >>> weights = (phi_q @ phi_k.T).tril()                  # the N x N way, for comparison
+    >>> quadratic = (weights / weights.sum(-1, keepdim=True)) @ v
+    >>> torch.allclose(causal_linear_attention(phi_q, phi_k, v), quadratic, atol=1e-6)
+    True
+    """
+    if phi_q.shape[-1] != phi_k.shape[-1] or phi_k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            "causal_linear_attention expects phi_q (..., N, m), phi_k (..., N, m) and "
+            f"v (..., N, Ev); got {shape_of(phi_q)}, {shape_of(phi_k)} and {shape_of(v)}")
+    if phi_q.shape[-2] != phi_k.shape[-2]:
+        raise ValueError("causal_linear_attention needs as many queries as keys (self-"
+                         f"attention); got {phi_q.shape[-2]} and {phi_k.shape[-2]}")
+    work = torch.promote_types(phi_q.dtype, torch.float32)
+    phi_q, phi_k, v_w = phi_q.to(work), phi_k.to(work), v.to(work)
+    state = torch.cumsum(phi_k[..., :, None] * v_w[..., None, :], dim=-3)  # (..., N, m, Ev)
+    z = torch.cumsum(phi_k, dim=-2)  # (..., N, m)
+    numerator = (phi_q[..., None, :] @ state).squeeze(-2)  # (..., N, Ev)
+    denominator = (phi_q * z).sum(-1, keepdim=True).clamp_min(eps)
+    return (numerator / denominator).to(v.dtype)

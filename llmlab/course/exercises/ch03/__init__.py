@@ -1,13 +1,16 @@
-"""Chapter 03 (attention) exercises: scaled dot-product attention, masks, heads, RoPE and the
-online-softmax step of FlashAttention, checked against llmlab.attention.
+"""Chapter 03 (attention) exercises: scaled dot-product attention, heads, positions (RoPE,
+ALiBi), the online-softmax step of FlashAttention, causal linear attention and a sliding
+window chosen by experiment, checked against llmlab.attention.
 
 1. ``attention``: ``softmax(q k^T / sqrt(d))`` with a boolean mask, then the values;
-2. ``causal_mask``: who may read whom, with a KV-cache offset;
-3. ``split_heads``: ``(B, T, H * D) -> (B, H, T, D)``;
-4. ``merge_heads``: the way back, heads concatenated;
-5. ``repeat_kv``: each key/value head repeated for its group of query heads (GQA);
-6. ``apply_rope``: the rotary position embedding at given positions;
-7. ``online_softmax_update``: FlashAttention's step, one tile folded into a running state.
+2. ``split_heads``: ``(B, T, H * D) -> (B, H, T, D)``;
+3. ``merge_heads``: the way back, heads concatenated;
+4. ``apply_rope``: the rotary position embedding at given positions;
+5. ``alibi_bias``: ALiBi's per-head distance penalty, from scratch;
+6. ``online_softmax_update``: FlashAttention's step, one tile folded into a running state;
+7. ``causal_linear_attention``: linear attention under a causal mask, as prefix sums;
+8. ``choose_window`` (open-ended): a window and global tokens that keep fewer than 40% of
+   the scores with an output within 2% of full attention, measured by the check.
 
 Shapes follow torch's ``scaled_dot_product_attention``: queries ``(..., L, E)``, keys
 ``(..., S, E)``, values ``(..., S, Ev)``; boolean masks are True where a query may attend.
@@ -19,17 +22,20 @@ with the expected and the actual value, and names the classic mistake when the a
 matches one.
 
 The checks live in one module per theme, each registering its exercises on import:
-``dot_product`` (1, 2), ``heads`` (3 to 5), ``rotary`` (6) and ``tiled_softmax`` (7).
+``dot_product`` (1), ``heads`` (2, 3), ``rotary`` (4), ``alibi`` (5), ``tiled_softmax`` (6),
+``linear`` (7) and ``window`` (8).
 """
 
 from __future__ import annotations
 
-# Sorted names are also the order of the exercises, so the registry lists them as the lab does.
-from llmlab.course.exercises.ch03.dot_product import reference_attention, reference_causal_mask
-from llmlab.course.exercises.ch03.heads import (
-    reference_merge_heads,
-    reference_repeat_kv,
-    reference_split_heads,
+from llmlab.course.exercises.ch03.alibi import reference_alibi_bias
+
+# Importing each theme module registers its exercises (the docstring gives the lab order).
+from llmlab.course.exercises.ch03.dot_product import reference_attention
+from llmlab.course.exercises.ch03.heads import reference_merge_heads, reference_split_heads
+from llmlab.course.exercises.ch03.linear import (
+    quadratic_causal_linear_attention,
+    reference_causal_linear_attention,
 )
 from llmlab.course.exercises.ch03.rotary import reference_apply_rope
 
@@ -39,14 +45,27 @@ from llmlab.course.exercises.ch03.tiled_softmax import (
     reference_online_softmax_update,
     tiled_with_update,
 )
+from llmlab.course.exercises.ch03.window import (
+    MAX_ERROR,
+    MAX_KEPT,
+    experiment_inputs,
+    measure_window,
+    reference_choose_window,
+)
 
 __all__ = [
+    "MAX_ERROR",
+    "MAX_KEPT",
+    "experiment_inputs",
+    "measure_window",
+    "quadratic_causal_linear_attention",
+    "reference_alibi_bias",
     "reference_apply_rope",
     "reference_attention",
-    "reference_causal_mask",
+    "reference_causal_linear_attention",
+    "reference_choose_window",
     "reference_merge_heads",
     "reference_online_softmax_update",
-    "reference_repeat_kv",
     "reference_split_heads",
     "tiled_with_update",
 ]

@@ -1,6 +1,5 @@
-"""Chapter 03 exercises 1 and 2: scaled dot-product attention with a boolean mask
-(``attention``) and the causal mask with a KV-cache offset (``causal_mask``), checked
-against llmlab.attention and ``F.scaled_dot_product_attention``."""
+"""Chapter 03 exercise 1: scaled dot-product attention with a boolean mask (``attention``),
+checked against llmlab.attention and ``F.scaled_dot_product_attention``."""
 
 from __future__ import annotations
 
@@ -10,8 +9,8 @@ from typing import Any
 import torch
 
 from llmlab import attention
-from llmlab.course.checks import CheckFailed, exercise, expect_close, expect_shape, require_callable
 from llmlab.course.checks import call_learner as _call
+from llmlab.course.checks import exercise, expect_close, expect_shape, require_callable
 from llmlab.course.exercises.ch03._common import NEG_INF, first_hint, noise
 
 # --------------------------------------------------------------------------------------------
@@ -30,19 +29,6 @@ def reference_attention(
     tensor([[10.]])
     """
     return attention.scaled_dot_product_attention(q, k, v, mask)
-
-
-def reference_causal_mask(T: int, offset: int = 0) -> torch.Tensor:
-    """Bool ``(T, offset + T)``: the ``T`` new queries sit at positions ``offset..offset+T-1``
-    and query ``i`` may read keys ``0..offset + i``.
-
-    >>> reference_causal_mask(2, offset=1).int()
-    tensor([[1, 1, 0],
-            [1, 1, 1]], dtype=torch.int32)
-    """
-    if not isinstance(offset, int) or offset < 0:
-        raise ValueError(f"offset must be an int >= 0; got {offset!r}")
-    return attention.causal_mask(T, T + offset, offset=offset)
 
 
 # --------------------------------------------------------------------------------------------
@@ -81,22 +67,6 @@ def _attention_naive_exp(q, k, v, mask=None):
 
 def _attention_divides_by_d(q, k, v, mask=None):
     return _attention_with(q, k, v, mask, scale=1 / q.shape[-1])
-
-
-def _causal_excludes_self(T, offset=0):
-    return torch.ones(T, T + offset, dtype=torch.bool).tril(diagonal=offset - 1)
-
-
-def _causal_inverted(T, offset=0):  # True where the key is in the future
-    return torch.ones(T, T + offset, dtype=torch.bool).triu(diagonal=offset + 1)
-
-
-def _causal_top_left(T, offset=0):  # ignores that the new queries come after the cache
-    return torch.ones(T, T + offset, dtype=torch.bool).tril()
-
-
-def _causal_square(T, offset=0):  # forgets the cached keys
-    return torch.ones(T, T, dtype=torch.bool).tril()
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,44 +138,3 @@ def check_attention(answer) -> None:
     expect_close(_call(answer, "attention(...) on torch's example", q, k, v, mask), library,
                  "attention compared with F.scaled_dot_product_attention (bool attn_mask)",
                  atol=1e-4)
-
-
-# --------------------------------------------------------------------------------------------
-# 2. The causal mask, with a KV cache offset
-
-_CAUSAL_CASES = [(4, 0), (1, 0), (3, 2), (1, 5), (7, 1)]
-
-
-@exercise("ch03.causal_mask", title="the causal mask (with a cache offset)",
-          reference=reference_causal_mask,
-          wrong_answers=[_causal_excludes_self, _causal_inverted, _causal_top_left,
-                         _causal_square])
-def check_causal_mask(answer) -> None:
-    require_callable(answer, "causal_mask")
-    for T, offset in _CAUSAL_CASES:
-        call = f"causal_mask({T})" if offset == 0 else f"causal_mask({T}, offset={offset})"
-        got = _call(answer, call, T) if offset == 0 else _call(answer, call, T, offset=offset)
-        expected = reference_causal_mask(T, offset)
-        shape_hint = ("" if not isinstance(got, torch.Tensor) or got.shape != (T, T) or offset == 0
-                      else " The T new queries read the offset cached keys too: the mask has "
-                           "offset + T columns.")
-        try:
-            expect_shape(got, expected.shape, call)
-        except CheckFailed as failure:
-            raise CheckFailed(f"{failure}.{shape_hint}") from None
-        if got.dtype != torch.bool:
-            raise CheckFailed(f"{call} has dtype {got.dtype}, expected torch.bool (True = may "
-                              "attend), e.g. torch.ones(..., dtype=torch.bool).tril(...).")
-        if torch.equal(got, expected):
-            continue
-        hint = first_hint(got, (T, offset), [
-            (_causal_inverted, "The mask is inverted: True must mark the keys a query MAY "
-             "read (the past and itself), as in F.scaled_dot_product_attention."),
-            (_causal_excludes_self, "Each query may read its own position: keep the diagonal."),
-            (_causal_top_left, "The new queries come after the cache: query i sits at position "
-             "offset + i and reads keys 0..offset + i (tril(diagonal=offset))."),
-        ], "Query i (at position offset + i) may read keys 0..offset + i.")
-        row = int((got != expected).any(-1).nonzero()[0])
-        raise CheckFailed(f"{call}: row {row} (query at position {offset + row}) is "
-                          f"{got[row].int().tolist()}, expected {expected[row].int().tolist()}. "
-                          f"{hint}")

@@ -1,7 +1,5 @@
-"""Chapter 03 exercises 3 to 5: splitting features into heads (``split_heads``), merging
-them back (``merge_heads``) and repeating key/value heads for grouped-query attention
-(``repeat_kv``), checked against llmlab.attention and ``F.scaled_dot_product_attention(...,
-enable_gqa=True)``."""
+"""Chapter 03 exercises 2 and 3: splitting features into heads (``split_heads``) and merging
+them back (``merge_heads``), checked against llmlab.attention."""
 
 from __future__ import annotations
 
@@ -13,7 +11,6 @@ from llmlab import attention
 from llmlab.course.checks import CheckFailed, exercise, expect_close, require_callable
 from llmlab.course.checks import call_learner as _call
 from llmlab.course.exercises.ch03._common import close, first_hint, noise
-from llmlab.course.exercises.ch03.dot_product import reference_attention
 
 # --------------------------------------------------------------------------------------------
 # References: the learner's functions, implemented with llmlab.attention
@@ -36,16 +33,6 @@ def reference_merge_heads(x: torch.Tensor) -> torch.Tensor:
     tensor([[[0., 1., 2., 3.]]])
     """
     return attention.merge_heads(x)
-
-
-def reference_repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
-    """``(B, H_kv, S, D) -> (B, H_kv * n_rep, S, D)``: KV head ``g`` serves query heads
-    ``g * n_rep .. g * n_rep + n_rep - 1``.
-
-    >>> reference_repeat_kv(torch.tensor([[[[1.0]], [[2.0]]]]), 2).flatten()
-    tensor([1., 1., 2., 2.])
-    """
-    return attention.repeat_kv(x, n_rep)
 
 
 # --------------------------------------------------------------------------------------------
@@ -81,21 +68,8 @@ def _merge_averages_heads(x):
     return x.mean(1)
 
 
-def _repeat_tiled(x, n_rep):  # heads 0, 1, 0, 1 instead of 0, 0, 1, 1
-    return x.repeat(1, n_rep, 1, 1)
-
-
-def _repeat_positions(x, n_rep):  # repeats along the wrong dimension
-    return x.repeat_interleave(n_rep, dim=-2)
-
-
-def _repeat_expanded_last(x, n_rep):  # new axis after the heads' data, flattened wrongly
-    B, H, S, D = x.shape
-    return x[:, None].expand(B, n_rep, H, S, D).reshape(B, H * n_rep, S, D)
-
-
 # --------------------------------------------------------------------------------------------
-# 3. Splitting into heads
+# 2. Splitting into heads
 
 _SPLIT_CASES = [((1, 1, 6), 3), ((2, 5, 12), 4), ((2, 4, 8), 4), ((1, 1, 8), 1), ((3, 2, 5), 5)]
 
@@ -129,7 +103,7 @@ def check_split_heads(answer) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# 4. Merging heads
+# 3. Merging heads
 
 _MERGE_CASES = [(1, 3, 1, 2), (2, 4, 5, 3), (2, 2, 2, 2), (1, 1, 4, 8), (3, 6, 2, 1)]
 
@@ -158,39 +132,3 @@ def check_merge_heads(answer) -> None:
     expect_close(_call(answer, "merge_heads(split_heads(x, 3))", reference_split_heads(x, 3)),
                  x, "merge_heads(split_heads(x, 3)) for x of shape (2, 7, 12)", atol=0.0,
                  hint="merge_heads must undo split_heads exactly.")
-
-
-# --------------------------------------------------------------------------------------------
-# 5. Sharing key/value heads (grouped-query attention)
-
-_REPEAT_CASES = [((1, 2, 3, 4), 3), ((2, 3, 5, 8), 3), ((1, 1, 4, 2), 4), ((2, 4, 1, 2), 2),
-                 ((1, 3, 2, 2), 1)]
-
-
-@exercise("ch03.repeat_kv", title="repeating key/value heads for GQA",
-          reference=reference_repeat_kv,
-          wrong_answers=[_repeat_tiled, _repeat_positions, _repeat_expanded_last])
-def check_repeat_kv(answer) -> None:
-    require_callable(answer, "repeat_kv")
-    for shape, n_rep in _REPEAT_CASES:
-        x = torch.arange(math.prod(shape), dtype=torch.float32).view(shape)
-        call = f"repeat_kv(x of shape {shape}, n_rep={n_rep})"
-        got = _call(answer, call, x.clone(), n_rep)
-        expected = reference_repeat_kv(x, n_rep)
-        hint = first_hint(got, (x, n_rep), [
-            (_repeat_tiled, "Query heads 0..n_rep-1 share KV head 0, the next n_rep share KV "
-             "head 1: heads come out 0, 0, 1, 1 (repeat_interleave), not 0, 1, 0, 1 (repeat)."),
-            (_repeat_expanded_last, "The copies of one KV head must be neighbours: insert the "
-             "new axis right after the heads, (B, H_kv, n_rep, S, D), then reshape."),
-        ], "Repeat along the heads (dim 1), each KV head n_rep times in a row.")
-        if isinstance(got, torch.Tensor) and got.shape == _repeat_positions(x, n_rep).shape \
-                and got.shape != expected.shape:
-            hint = "Repeat the heads (dim 1), not the positions (dim 2)."
-        close(got, expected, call, atol=0.0, hint=hint)
-    g = torch.Generator().manual_seed(31)
-    q, k, v = (torch.randn(1, h, 5, 8, generator=g) for h in (6, 2, 2))
-    library = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
-    ours = reference_attention(q, _call(answer, "repeat_kv(k, 3)", k, 3),
-                               _call(answer, "repeat_kv(v, 3)", v, 3))
-    expect_close(ours, library, "attention with repeat_kv(k, 3), repeat_kv(v, 3) compared with "
-                 "F.scaled_dot_product_attention(..., enable_gqa=True)", atol=1e-5)

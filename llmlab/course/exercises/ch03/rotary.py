@@ -1,4 +1,4 @@
-"""Chapter 03 exercise 6: the rotary position embedding at given positions (``apply_rope``),
+"""Chapter 03 exercise 4: the rotary position embedding at given positions (``apply_rope``),
 checked against llmlab.attention's ``rotary_cos_sin`` and ``apply_rotary``."""
 
 from __future__ import annotations

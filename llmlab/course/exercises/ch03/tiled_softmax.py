@@ -1,4 +1,4 @@
-"""Chapter 03 exercise 7: the online-softmax step of FlashAttention
+"""Chapter 03 exercise 6: the online-softmax step of FlashAttention
 (``online_softmax_update``), checked against llmlab.attention's ``online_softmax_update``
 and, composed over tiles, against exact attention."""
 
