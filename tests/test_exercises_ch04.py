@@ -108,3 +108,27 @@ def test_training_step_check_accepts_optimizer_zero_grad_and_torch_pieces():
 
     result = checks.run_check("ch04.training_step", torch_style)
     assert result.status == "passed", result.message
+
+
+def test_smoothed_cross_entropy_matches_torch_with_gradients():
+    from llmlab.training.experiments import smoothed_cross_entropy
+
+    logits = torch.randn(7, 11, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    targets = torch.randint(11, (7,), generator=torch.Generator().manual_seed(1))
+    for smoothing in (0.0, 0.1, 0.5):
+        ours = smoothed_cross_entropy(logits, targets, smoothing)
+        theirs = F.cross_entropy(logits, targets, label_smoothing=smoothing)
+        assert torch.allclose(ours, theirs, atol=1e-6)
+        g1, = torch.autograd.grad(ours, logits)
+        g2, = torch.autograd.grad(theirs, logits)
+        assert torch.allclose(g1, g2, atol=1e-6)
+
+
+def test_lr_experiment_is_deterministic_and_has_a_valley():
+    from llmlab.course.exercises.ch04 import lr_experiment
+    from llmlab.course.exercises.ch04.lr_experiment import TARGET
+
+    best = lr_experiment(1e-2)
+    assert best.val_loss == lr_experiment(1e-2).val_loss  # the check can rerun it
+    assert best.val_loss < TARGET
+    assert lr_experiment(1e-4).val_loss > TARGET and lr_experiment(0.5).val_loss > TARGET

@@ -282,3 +282,52 @@ def test_bad_inputs_fail_early_and_clearly(paragraphs):
         lsh_params(0.8, recall=1.0)
     with pytest.raises(ValueError, match="distinct paragraphs of at least 20 words"):
         make_web_crawl(paragraphs[:10], n_clean=50)
+
+
+# ----------------------------------------------------------------------------- PII, language ID
+
+
+def test_scrub_pii_finds_every_injected_item_and_nothing_in_shakespeare(paragraphs):
+    from llmlab.training.cleaning import add_contact_details, scrub_pii
+
+    clean = [p for p in paragraphs if len(p.split()) >= 20][:3000]
+    assert sum((scrub_pii(p)[1] for p in clean), Counter()) == Counter()  # no false alarms
+    docs, added = add_contact_details(clean, rate=0.2, seed=1)
+    for doc, expected in zip(docs, added, strict=True):
+        scrubbed, found = scrub_pii(doc)
+        assert found == expected, doc[-120:]
+        assert "@" not in scrubbed.split("For tickets")[-1]
+    assert sum(sum(a.values()) > 0 for a in added) == round(0.2 * len(clean))
+
+
+@pytest.mark.parametrize("text, kinds", [
+    ("reach me at first.last+tag@mail.example.co.uk today", {"email": 1}),
+    ("ping 10.0.0.255 and 256.1.1.1", {"ip": 1}),  # 256 is not an octet
+    ("+1 555 123 4567, (020) 7946-0958", {"phone": 2}),
+    ("In 1599, 3.14159 and Act 2.3.1 are not personal data", {}),
+])
+def test_scrub_pii_rules(text, kinds):
+    from llmlab.training.cleaning import scrub_pii
+
+    assert scrub_pii(text)[1] == Counter(kinds)
+
+
+def test_identify_language_on_shakespeare_and_foreign_documents(paragraphs):
+    from llmlab.training.cleaning import foreign_documents, identify_language
+
+    speeches = [p for p in paragraphs if len(p.split()) >= 20][:2000]
+    english = [identify_language(p) for p in speeches]
+    assert english.count("en") / len(english) > 0.97
+    docs, langs = foreign_documents(10, seed=3)
+    assert [identify_language(d) for d in docs] == langs
+    assert identify_language("") == "unknown"
+
+
+def test_minhash_params_are_the_functions_minhash_signatures_uses():
+    from llmlab.training.near_dedup import MERSENNE, minhash_params
+
+    sets = [np.array([3, 99, 2**31 - 5]), np.arange(40)]
+    a, b = minhash_params(16, seed=7)
+    by_hand = np.stack([((a[:, None] * s[None, :] + b[:, None]) % MERSENNE).min(axis=1)
+                        for s in sets])
+    assert np.array_equal(by_hand, minhash_signatures(sets, num_perm=16, seed=7))

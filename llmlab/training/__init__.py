@@ -1,8 +1,11 @@
 """Pretraining a GPT, from scratch and the production way (chapter 04).
 
 - ``llmlab.training.cleaning``: normalisation, exact deduplication, Gopher/C4-style
-  quality filters, a seeded web-crawl mix to score them on
+  quality filters, PII scrubbing, language identification, a seeded web-crawl mix to
+  score them on
 - ``llmlab.training.near_dedup``: near-duplicate detection: shingles, MinHash, LSH
+- ``llmlab.training.experiments``: seconds-long runs for experiments (learning-rate sweeps,
+  dropout, label smoothing, overfitting) and a label-smoothed cross-entropy
 - ``llmlab.training.data``: token files, memory maps, random-window batches
 - ``llmlab.training.objectives``: cross-entropy from scratch (the loss itself is
   ``llmlab.model.lm_loss``), masked-LM inputs and span corruption

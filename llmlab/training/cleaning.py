@@ -32,6 +32,9 @@ __all__ = [
     "STOP_WORDS", "GOPHER_STOP_WORDS", "QualityRules", "quality_reasons",
     "FilterReport", "quality_filter",
     "split_paragraphs", "WebCrawl", "make_web_crawl", "JUNK",
+    "PII_RULES", "scrub_pii", "add_contact_details",
+    "LANGUAGE_STOP_WORDS", "language_scores", "identify_language", "FOREIGN_SENTENCES",
+    "foreign_documents",
 ]
 
 _WORD = re.compile(r"\w+(?:'\w+)*")
@@ -379,3 +382,165 @@ def make_web_crawl(paragraphs: Sequence[str], n_clean: int = 2000, seed: int = 0
         # A copy points at its original's new position (originals are the first n_clean).
         sources.append(position[source] if label in ("exact_copy", "near_copy") else -1)
     return WebCrawl(docs, labels, sources)
+
+
+# ----------------------------------------------------------------------------- PII scrubbing
+
+# Order matters: an IP address would otherwise look like a phone number to the phone rule,
+# and the local part of an email may hold digits. Each rule replaces its matches with a tag.
+PII_RULES: dict[str, re.Pattern] = {
+    "email": re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[a-z]{2,}", re.IGNORECASE),
+    "ip": re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b"),
+    "phone": re.compile(r"(?<![\w.])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])"
+                        r"\d{3,4}[ .-]?\d{3,4}(?!\w|\.\d)"),
+}
+
+
+def scrub_pii(text: str) -> tuple[str, Counter]:
+    """Replace email addresses, IPv4 addresses and phone numbers by ``<EMAIL>``, ``<IP>`` and
+    ``<PHONE>`` (the regex rules of ``PII_RULES``, applied in that order); return the
+    scrubbed text and how many of each were replaced.
+
+    Regexes are what large pipelines run on trillions of tokens (BigScience's ROOTS and
+    StarCoder's data scrub emails, IPs and keys this way); they miss names and addresses,
+    which need a trained tagger.
+
+    >>> scrub_pii("Mail kate.m@example.org or call +44 20 7946 0958 from 192.168.0.12.")
+    ('Mail <EMAIL> or call <PHONE> from <IP>.', Counter({'email': 1, 'ip': 1, 'phone': 1}))
+    >>> scrub_pii("Call (555) 123-4567 or 555.123.4567.")[0]
+    'Call <PHONE> or <PHONE>.'
+    >>> scrub_pii("Act 3, scene 2: 1599 lines in 1.5 hours.")[1]
+    Counter()
+    """
+    check_text(text)
+    counts: Counter = Counter()
+    for name, pattern in PII_RULES.items():
+        text, n = pattern.subn(f"<{name.upper()}>", text)
+        if n:
+            counts[name] += n
+    return text, counts
+
+
+_FIRST = ("anne", "will", "kate", "tom", "joan", "hal", "olivia", "rosalind")
+_DOMAINS = ("example.com", "example.org", "globe-theatre.co.uk", "mail.example.net")
+
+
+def add_contact_details(docs: Sequence[str], rate: float = 0.1,
+                        seed: int = 0) -> tuple[list[str], list[Counter]]:
+    """Copies of ``docs`` where a fraction ``rate`` gets one sentence of fake personal data
+    appended (an email, a phone number in one of several formats, an IP address, or
+    two of them); also return, per document, how many of each kind were added, so a
+    scrubber's recall can be measured. Every address uses reserved example domains and
+    documentation IP ranges.
+
+    >>> docs, added = add_contact_details(["a speech"] * 4, rate=0.5, seed=1)
+    >>> sum(sum(c.values()) > 0 for c in added)
+    2
+    """
+    check_documents(docs)
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"rate must be in [0, 1]; got {rate!r}")
+    rng = np.random.default_rng(seed)
+    out, added = list(docs), [Counter() for _ in docs]
+    for i in rng.choice(len(docs), round(rate * len(docs)), replace=False):
+        name = f"{_FIRST[rng.integers(len(_FIRST))]}{'._'[rng.integers(2)]}{rng.integers(10, 99)}"
+        email = f"{name}@{_DOMAINS[rng.integers(len(_DOMAINS))]}"
+        digits = rng.integers(0, 10, size=10)
+        phone = ("+44 20 {}{}{}{} {}{}{}{}", "(555) {}{}{}-{}{}{}{}", "555.{}{}{}.{}{}{}{}",
+                 "+1 555 {}{}{} {}{}{}{}")[rng.integers(4)]
+        phone = phone.format(*digits[:8])
+        ip = f"{(192, 198, 203)[rng.integers(3)]}.{rng.integers(0, 256)}.{rng.integers(0, 256)}" \
+             f".{rng.integers(1, 255)}"
+        kinds = [("email", f"write to {email}"), ("phone", f"call {phone}"),
+                 ("ip", f"my server is {ip}")]
+        chosen = [kinds[k] for k in sorted(rng.choice(3, int(rng.integers(1, 3)), replace=False))]
+        out[i] = f"{docs[i]} For tickets {' or '.join(text for _, text in chosen)}."
+        added[i].update(kind for kind, _ in chosen)
+    return out, added
+
+
+# ----------------------------------------------------------------------------- language ID
+
+# The commonest function words of each language: a text's language is the one whose
+# function words make up the largest share of its words (Grefenstette 1995). A share too
+# small for any language means "not prose" (code, lists, symbol soup).
+LANGUAGE_STOP_WORDS: dict[str, frozenset[str]] = {
+    "en": STOP_WORDS,
+    "fr": frozenset(("le", "la", "les", "de", "des", "du", "et", "est", "un", "une", "que",
+                     "qui", "dans", "pour", "pas", "ne", "sur", "au", "il", "elle", "nous",
+                     "vous", "je", "ce", "en", "avec", "mais", "son", "sa", "ses")),
+    "de": frozenset(("der", "die", "das", "und", "ist", "nicht", "ein", "eine", "zu", "den",
+                     "mit", "sich", "des", "auf", "für", "im", "dem", "ich", "du", "er", "sie",
+                     "es", "wir", "ihr", "mein", "dein", "aber", "wie", "auch", "von")),
+    "es": frozenset(("el", "la", "los", "las", "de", "del", "y", "que", "en", "un", "una",
+                     "es", "por", "con", "no", "para", "se", "su", "sus", "lo", "al", "como",
+                     "pero", "mi", "tu", "yo", "más", "este", "esta", "muy")),
+}
+
+
+def language_scores(text: str) -> dict[str, float]:
+    """For each language of ``LANGUAGE_STOP_WORDS``, the fraction of ``text``'s words that
+    are its function words.
+
+    >>> language_scores("the cat and the dog")["en"]
+    0.6
+    """
+    check_text(text)
+    words = _WORD.findall(text.lower())
+    if not words:
+        return dict.fromkeys(LANGUAGE_STOP_WORDS, 0.0)
+    return {lang: sum(w in stop for w in words) / len(words)
+            for lang, stop in LANGUAGE_STOP_WORDS.items()}
+
+
+def identify_language(text: str, min_score: float = 0.15) -> str:
+    """The language whose function words are the largest share of ``text``'s words, or
+    ``"unknown"`` when no language reaches ``min_score``.
+
+    >>> identify_language("Le roi est mort, vive le roi et la reine")
+    'fr'
+    >>> identify_language("Der König ist tot, und die Königin auch")
+    'de'
+    >>> identify_language("#$% 0x1f @@ 42 ~~~")
+    'unknown'
+    """
+    scores = language_scores(text)
+    best = max(scores, key=scores.get)
+    return best if scores[best] >= min_score else "unknown"
+
+
+FOREIGN_SENTENCES: dict[str, tuple[str, ...]] = {
+    "fr": ("Le théâtre est plein ce soir et les acteurs sont prêts.",
+           "Nous avons acheté des billets pour la pièce de samedi.",
+           "Elle dit que le roi ne reviendra pas avant la fin de la guerre.",
+           "Il pleut sur la ville et les rues sont vides.",
+           "Je pense que cette traduction est meilleure que la première."),
+    "de": ("Das Theater ist heute Abend voll und die Schauspieler sind bereit.",
+           "Wir haben die Karten für das Stück am Samstag gekauft.",
+           "Sie sagt, dass der König nicht vor dem Ende des Krieges zurückkommt.",
+           "Es regnet in der Stadt und die Straßen sind leer.",
+           "Ich glaube, dass diese Übersetzung besser ist als die erste."),
+    "es": ("El teatro está lleno esta noche y los actores están listos.",
+           "Hemos comprado las entradas para la obra del sábado.",
+           "Ella dice que el rey no volverá antes del fin de la guerra.",
+           "Llueve en la ciudad y las calles están vacías.",
+           "Creo que esta traducción es mejor que la primera."),
+}
+
+
+def foreign_documents(n_per_language: int = 20, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Short seeded documents in French, German and Spanish (3 to 5 sentences of
+    ``FOREIGN_SENTENCES`` each) and their language codes, to mix into an English crawl.
+
+    >>> docs, langs = foreign_documents(2, seed=0)
+    >>> len(docs), sorted(set(langs))
+    (6, ['de', 'es', 'fr'])
+    """
+    rng = np.random.default_rng(seed)
+    docs, langs = [], []
+    for lang, sentences in FOREIGN_SENTENCES.items():
+        for _ in range(n_per_language):
+            picked = rng.choice(len(sentences), int(rng.integers(3, 6)), replace=False)
+            docs.append(" ".join(sentences[j] for j in picked))
+            langs.append(lang)
+    return docs, langs

@@ -24,7 +24,8 @@ import numpy as np
 from llmlab.training.cleaning import check_documents, check_text, normalize
 
 __all__ = [
-    "shingles", "shingle_hashes", "jaccard", "minhash_signatures", "estimated_jaccard",
+    "shingles", "shingle_hashes", "jaccard", "minhash_params", "minhash_signatures",
+    "estimated_jaccard",
     "lsh_params", "candidate_probability", "lsh_candidates", "NearDuplicates",
     "near_duplicates",
 ]
@@ -120,6 +121,23 @@ def jaccard(a: set | np.ndarray, b: set | np.ndarray) -> float:
 # ----------------------------------------------------------------------------- MinHash + LSH
 
 
+def minhash_params(num_perm: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The ``num_perm`` random hash functions ``h_k(x) = (a[k] x + b[k]) mod p`` that
+    ``minhash_signatures(..., num_perm, seed)`` uses, as int64 arrays ``(a, b)``:
+    ``1 <= a < p`` and ``0 <= b < p``, with ``p = 2**31 - 1`` (``MERSENNE``).
+
+    >>> a, b = minhash_params(4, seed=0)
+    >>> a.shape, a.dtype, bool((a >= 1).all() and (a < MERSENNE).all())
+    ((4,), dtype('int64'), True)
+    """
+    if not isinstance(num_perm, int) or num_perm < 1:
+        raise ValueError(f"num_perm must be a positive int; got {num_perm!r}")
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, MERSENNE, size=num_perm, dtype=np.int64)
+    b = rng.integers(0, MERSENNE, size=num_perm, dtype=np.int64)
+    return a, b
+
+
 def minhash_signatures(shingle_sets: Sequence[np.ndarray], num_perm: int = 128,
                        seed: int = 0) -> np.ndarray:
     """MinHash signatures, shape ``(len(shingle_sets), num_perm)``.
@@ -141,9 +159,8 @@ def minhash_signatures(shingle_sets: Sequence[np.ndarray], num_perm: int = 128,
         if not isinstance(s, np.ndarray) or s.ndim != 1:
             raise TypeError(f"shingle_sets[{i}] must be a 1-D numpy array of shingle hashes "
                             f"(see shingle_hashes); got {type(s).__name__}")
-    rng = np.random.default_rng(seed)
-    a = rng.integers(1, MERSENNE, size=num_perm, dtype=np.int64)[:, None]
-    b = rng.integers(0, MERSENNE, size=num_perm, dtype=np.int64)[:, None]
+    a, b = minhash_params(num_perm, seed)
+    a, b = a[:, None], b[:, None]
     out = np.full((len(shingle_sets), num_perm), MERSENNE, dtype=np.int64)
     lengths = np.array([len(s) for s in shingle_sets])
     nonempty = np.flatnonzero(lengths)
