@@ -369,6 +369,41 @@ def test_speculative_sampling_keeps_the_target_distribution():
     assert torch.allclose(counts, p, atol=0.03), (counts, p)
 
 
+def test_lookup_draft_copies_what_followed_the_latest_match():
+    assert decoding.lookup_draft([1, 2, 3, 9, 1, 2, 4, 5, 1, 2], k=2) == [4, 5]  # latest "1 2"
+    assert decoding.lookup_draft([7, 8, 9, 7, 8, 9, 1], k=3) == []  # "1" never occurred before
+    assert decoding.lookup_draft([4, 5, 6, 0, 5, 6], k=5, max_ngram=2) == [0, 5, 6]
+    assert decoding.lookup_draft([4, 5, 6, 0, 5, 6], k=1, max_ngram=3) == [0]
+    with pytest.raises(ValueError, match="k .* >= 1"):
+        decoding.lookup_draft([1, 2], k=0)
+
+
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_prompt_lookup_is_greedy_decoding(k):
+    target = tiny_model(10, n_layer=2)
+    prompt = torch.tensor([[3, 4, 5, 6, 3, 4, 5, 6, 3, 4, 7, 3, 4]])
+    got, stats = decoding.prompt_lookup_generate(target, prompt, 25, k=k)
+    assert torch.equal(got, decoding.generate(target, prompt, 25))
+    assert stats.proposed > 0 and stats.target_calls <= 25
+
+
+def test_prompt_lookup_accepts_a_copied_passage_on_smollm2(ours):
+    # The tokens repeat: greedy continues the pattern, and the lookup draft predicts it.
+    prompt = torch.tensor([[504, 3458, 282, 4649, 314, 504, 3458, 282, 4649, 314, 504, 3458]])
+    got, stats = decoding.prompt_lookup_generate(ours, prompt, 12, k=4)
+    assert torch.equal(got, decoding.generate(ours, prompt, 12))
+    assert stats.target_calls < 12
+
+
+def test_prompt_lookup_stops_at_eos():
+    target = tiny_model(11, n_layer=1)
+    prompt = torch.tensor([[1, 2, 3, 1, 2]])
+    plain = decoding.generate(target, prompt, 15)
+    eos = int(plain[0, 7])
+    got, _ = decoding.prompt_lookup_generate(target, prompt, 15, k=3, eos_token_id=eos)
+    assert got[0, -1] == eos and torch.equal(got[0], plain[0, : got.shape[1]])
+
+
 def test_speculative_and_draft_errors():
     target, two = tiny_model(9), torch.zeros(1, 2, dtype=torch.long)
     with pytest.raises(ValueError, match="share a vocabulary"):

@@ -14,7 +14,8 @@ above it:
 - ``search``: :func:`beam_search` (one step: :func:`beam_step`) and
   :func:`contrastive_search`.
 - ``speculative``: :func:`speculative_generate` with a draft such as
-  :func:`truncated_draft`.
+  :func:`truncated_draft`; :func:`prompt_lookup_generate`, drafting with
+  :func:`lookup_draft` (tokens copied from the context).
 - ``constrained``: :func:`constrained_generate` to a regex (:class:`RegexConstraint`,
   :func:`json_object_pattern`).
 
@@ -56,7 +57,13 @@ from llmlab.decoding.processors import (
     top_p_filter,
 )
 from llmlab.decoding.search import Hypothesis, beam_search, beam_step, contrastive_search
-from llmlab.decoding.speculative import SpeculativeStats, speculative_generate, truncated_draft
+from llmlab.decoding.speculative import (
+    SpeculativeStats,
+    lookup_draft,
+    prompt_lookup_generate,
+    speculative_generate,
+    truncated_draft,
+)
 
 __all__ = [
     "apply_temperature", "top_k_filter", "top_p_filter", "min_p_filter",
@@ -65,6 +72,7 @@ __all__ = [
     "SamplingConfig", "process_logits", "choose_next_token",
     "left_pad", "Stepper", "iter_next_tokens", "generate", "stream_text", "generate_text",
     "Hypothesis", "beam_step", "beam_search", "contrastive_search",
-    "truncated_draft", "SpeculativeStats", "speculative_generate",
+    "truncated_draft", "SpeculativeStats", "speculative_generate", "lookup_draft",
+    "prompt_lookup_generate",
     "token_strings", "json_object_pattern", "RegexConstraint", "constrained_generate",
 ]

@@ -1,9 +1,12 @@
 """Speculative decoding: a cheap draft proposes tokens, the target checks them all in one
-forward pass, and the output is exactly what the target alone would produce.
+forward pass, and the output is exactly what the target alone would produce. The draft is
+a smaller model (:func:`speculative_generate`, e.g. with :func:`truncated_draft`) or a
+copy from the context (:func:`prompt_lookup_generate` with :func:`lookup_draft`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -151,6 +154,98 @@ def speculative_generate(
             # 4. Roll both caches back to the tokens that were kept (the last one is unseen).
             t_cache.crop(ids.shape[1] - 1)
             d_cache.crop(ids.shape[1] - 1)
+            if eos_token_id is not None and kept[-1] == eos_token_id:
+                break
+    return ids, stats
+
+
+# ----------------------------------------------------------------------------- prompt lookup
+
+
+def lookup_draft(
+    tokens: Sequence[int], k: int, max_ngram: int = 3, min_ngram: int = 1,
+) -> list[int]:
+    """Prompt-lookup drafting: find the latest earlier occurrence of the text's last ``n``
+    tokens (``n`` from ``max_ngram`` down to ``min_ngram``) and propose the up to ``k``
+    tokens that followed it. No draft model: the guess is copied from the context, which
+    is right whenever the output quotes or edits its input. Returns ``[]`` if no n-gram
+    recurs.
+
+    >>> lookup_draft([5, 6, 7, 8, 9, 5, 6], k=2)   # "5 6" occurred before, followed by 7 8
+    [7, 8]
+    >>> lookup_draft([1, 2, 3], k=2)                 # nothing recurs: no draft
+    []
+    """
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k (draft tokens) must be an int >= 1; got {k!r}")
+    if not 1 <= min_ngram <= max_ngram:
+        raise ValueError(f"need 1 <= min_ngram <= max_ngram; got {min_ngram}, {max_ngram}")
+    tokens = list(tokens)
+    for n in range(min(max_ngram, len(tokens) - 1), min_ngram - 1, -1):
+        tail = tokens[-n:]
+        # Latest start first; the match must end before the tail itself begins to overlap it.
+        for start in range(len(tokens) - n - 1, -1, -1):
+            if tokens[start:start + n] == tail:
+                return tokens[start + n:start + n + k]
+    return []
+
+
+@torch.no_grad()
+def prompt_lookup_generate(
+    model: GPT,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    k: int = 10,
+    max_ngram: int = 3,
+    eos_token_id: int | None = None,
+) -> tuple[torch.Tensor, SpeculativeStats]:
+    """Greedy speculative decoding whose draft is :func:`lookup_draft`: tokens copied
+    from the prompt (or the text generated so far) after the latest match of the last
+    n-gram. The model checks the draft in one forward pass and keeps the longest prefix
+    equal to its own argmax plus one token of its own, so the output is exactly
+    ``generate(model, input_ids, max_new_tokens)`` (greedy). With no match a round is a
+    plain greedy step. This is transformers' ``prompt_lookup_num_tokens``, for one prompt.
+
+    >>> from llmlab.model import GPT, ModelConfig
+    >>> from llmlab.decoding.loop import generate
+    >>> model = GPT(ModelConfig.llama_style(vocab_size=50, n_layer=1, n_head=2, n_kv_head=1))
+    >>> prompt = torch.tensor([[3, 4, 5, 3, 4, 5, 3]])
+    >>> out, stats = prompt_lookup_generate(model, prompt, 6, k=3)
+    >>> torch.equal(out, generate(model, prompt, 6))
+    True
+    """
+    check_model_inputs(model, input_ids, max_new_tokens)
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"prompt_lookup_generate takes one prompt (1, T); got batch "
+                         f"{input_ids.shape[0]}")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k (draft tokens per round) must be an int >= 1; got {k!r}")
+    goal = input_ids.shape[1] + max_new_tokens
+    cache = KVCache.allocate(model.config, 1, goal + k + 1, model.tok_emb.weight.dtype,
+                             input_ids.device)
+    stats, ids = SpeculativeStats(), input_ids
+    with eval_mode(model):
+        while ids.shape[1] < goal:
+            tokens = ids[0].tolist()
+            draft = lookup_draft(tokens, min(k, goal - ids.shape[1] - 1), max_ngram) \
+                if goal - ids.shape[1] > 1 else []
+            drafted = torch.tensor([draft], dtype=ids.dtype, device=ids.device).view(1, -1)
+            scored = torch.cat([ids[:, cache.length:], drafted], dim=1)
+            logits = model(scored, cache=cache)[0, -(len(draft) + 1):]
+            best = logits.float().argmax(dim=-1).tolist()  # the model's choice after each
+            stats.target_calls += 1
+            stats.proposed += len(draft)
+            accepted = 0
+            while accepted < len(draft) and draft[accepted] == best[accepted]:
+                accepted += 1
+            stats.accepted += accepted
+            kept = draft[:accepted] + [best[accepted]]
+            if eos_token_id is not None and eos_token_id in kept:
+                kept = kept[: kept.index(eos_token_id) + 1]
+            ids = torch.cat([ids, torch.tensor([kept], dtype=ids.dtype, device=ids.device)],
+                            dim=1)
+            cache.crop(ids.shape[1] - 1)  # the last kept token has not been fed yet
             if eos_token_id is not None and kept[-1] == eos_token_id:
                 break
     return ids, stats

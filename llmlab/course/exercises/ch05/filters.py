@@ -1,6 +1,6 @@
-"""Chapter 05 exercises 1 to 3: what happens to the next-token scores before sampling:
-temperature (``apply_temperature``), the top-k cut-off (``top_k_filter``) and the top-p
-(nucleus) cut-off (``top_p_filter``), checked against llmlab.decoding.
+"""Chapter 05 exercises 1 and 2: the cut-offs applied to the next-token scores before
+sampling: top-k (``top_k_filter``) and top-p (nucleus, ``top_p_filter``), checked against
+llmlab.decoding.
 
 Cut-offs are compared tie-tolerantly: when several tokens tie at the boundary, keeping
 any of them is right, as long as the number of tokens and their scores are."""
@@ -19,15 +19,6 @@ from llmlab.course.exercises.ch05._common import NEG_INF, same, show
 
 # --------------------------------------------------------------------------------------------
 # References: the learner's functions, implemented with llmlab.decoding
-
-
-def reference_apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``logits / temperature``; a temperature <= 0 raises ``ValueError``.
-
-    >>> reference_apply_temperature(torch.tensor([[2.0, 1.0, 0.0]]), 0.5)
-    tensor([[4., 2., 0.]])
-    """
-    return decoding.apply_temperature(logits, temperature)
 
 
 def reference_top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -50,28 +41,6 @@ def reference_top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------------
 # Plausible mistakes, used by the tests to make sure each check fails them
-
-
-def _temperature_multiplies(logits, temperature):
-    if temperature <= 0:
-        raise ValueError("temperature must be > 0")
-    return logits * temperature
-
-
-def _temperature_returns_probabilities(logits, temperature):
-    if temperature <= 0:
-        raise ValueError("temperature must be > 0")
-    return (logits / temperature).softmax(dim=-1)
-
-
-def _temperature_in_place(logits, temperature):  # divides the caller's tensor
-    if temperature <= 0:
-        raise ValueError("temperature must be > 0")
-    return logits.div_(temperature)
-
-
-def _temperature_unchecked(logits, temperature):  # 0 gives inf and nan instead of an error
-    return logits / temperature
 
 
 def _top_k_exactly_k(logits, k):  # keeps exactly k indices: ties with the k-th are dropped
@@ -187,65 +156,7 @@ def _compare_filtered(got: Any, logits: torch.Tensor, expected: torch.Tensor, ca
 
 
 # --------------------------------------------------------------------------------------------
-# 1. Temperature
-
-_g = torch.Generator().manual_seed(5)
-_TEMPERATURE_CASES: list[tuple[str, torch.Tensor, float]] = [
-    ("one row, temperature 0.5", torch.tensor([[2.0, 1.0, 0.0, -1.0]]), 0.5),
-    ("a batch of 3 rows, temperature 2", 3 * torch.randn(3, 8, generator=_g), 2.0),
-    ("temperature 1 (no change)", torch.tensor([[0.3, -1.2, 2.5]]), 1.0),
-    ("-inf already present (a token removed earlier), temperature 0.7",
-     torch.tensor([[1.0, NEG_INF, -2.0, NEG_INF, 0.5]]), 0.7),
-]
-
-
-@exercise("ch05.temperature", title="temperature", reference=reference_apply_temperature,
-          wrong_answers=[_temperature_multiplies, _temperature_returns_probabilities,
-                         _temperature_in_place, _temperature_unchecked])
-def check_temperature(answer) -> None:
-    require_callable(answer, "apply_temperature")
-    for what, logits, temperature in _TEMPERATURE_CASES:
-        call = f"apply_temperature(logits, {temperature}) for {what}"
-        given = logits.clone()
-        got = _call(answer, call, given, temperature)
-        expected = reference_apply_temperature(logits, temperature)
-        if not torch.equal(torch.isneginf(given), torch.isneginf(logits)) or not torch.allclose(
-                given.nan_to_num(neginf=0.0), logits.nan_to_num(neginf=0.0)):
-            raise CheckFailed(f"{call} changed the caller's logits (in-place division such as "
-                              "logits /= t or logits.div_(t)). Return a new tensor: logits / t.")
-        if same(got, expected):
-            continue
-        hint = _matching_hint(got, (logits, temperature), [
-            (_temperature_multiplies,
-             "Divide by the temperature: a small temperature must make scores further apart."),
-            (_temperature_returns_probabilities,
-             "Return scores (logits), not probabilities: the cut-offs and softmax come later."),
-        ], "Divide every logit by the temperature; -inf stays -inf.")
-        if not isinstance(got, torch.Tensor):
-            raise CheckFailed(f"{call} returned {type(got).__name__}, expected a tensor. {hint}")
-        expect_shape(got, expected.shape, f"{call} returned a tensor that")
-        raise CheckFailed(f"{call}: row 0 is {show(got[0])}, expected {show(expected[0])}. "
-                          f"{hint}")
-    for bad in (0.0, -1.0):
-        call = f"apply_temperature(logits, {bad})"
-        try:
-            got = answer(torch.tensor([[1.0, 2.0]]), bad)
-        except ValueError:
-            continue
-        except NotImplementedError:
-            raise
-        except Exception as error:
-            raise CheckFailed(f"{call} raised {type(error).__name__}: {error}; raise a "
-                              "ValueError saying the temperature must be > 0.") from error
-        raise CheckFailed(
-            f"{call} returned {got!r} instead of raising ValueError. Dividing by 0 gives inf "
-            "and nan (and a negative temperature prefers the worst token): raise "
-            "ValueError(f'temperature must be > 0, got {temperature}'). Greedy decoding is "
-            "what temperature -> 0 tends to.")
-
-
-# --------------------------------------------------------------------------------------------
-# 2. Top-k
+# 1. Top-k
 
 _g = torch.Generator().manual_seed(6)
 _TOP_K_CASES: list[tuple[str, torch.Tensor, int]] = [
@@ -290,7 +201,7 @@ def check_top_k(answer) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# 3. Top-p
+# 2. Top-p
 
 _g = torch.Generator().manual_seed(0)
 _TOP_P_CASES: list[tuple[str, torch.Tensor, float]] = [
